@@ -1,0 +1,47 @@
+"""csb-generator: camera-shake blur, as modelled by Boracchi & Foi (2012), with sensor noise.
+
+The public API is flat: every function documented here is importable from ``csb_generator``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .blur import blur, blur_crop
+from .noise import add_noise, degrade
+from .psf import (
+    RandomPSF,
+    TrajectoryOutsideGrid,
+    disk_kernel,
+    embed_kernel,
+    exposure_weights,
+    load_kernel,
+    psf_from_trajectory,
+    random_psf,
+)
+from .rng import sample_rng
+from .trajectory import Trajectory, linear_trajectory, random_trajectory, trajectory_from_draws
+
+try:
+    __version__ = version("csb-generator")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "RandomPSF",
+    "Trajectory",
+    "TrajectoryOutsideGrid",
+    "__version__",
+    "add_noise",
+    "blur",
+    "blur_crop",
+    "degrade",
+    "disk_kernel",
+    "embed_kernel",
+    "exposure_weights",
+    "linear_trajectory",
+    "load_kernel",
+    "psf_from_trajectory",
+    "random_psf",
+    "random_trajectory",
+    "sample_rng",
+    "trajectory_from_draws",
+]
