@@ -12,7 +12,9 @@ import math
 import random
 
 
-def plain_trajectory_from_draws(length, anxiety, centripetal, gaussian, freq, angle, uniforms, normals):
+def plain_trajectory_from_draws(
+    length, anxiety, centripetal, gaussian, freq, angle, uniforms, normals
+):
     """Section 1, driven by given draws: uniforms[t] = (shake test, shake angle), normals[t] = (n1, n2)."""
     num_samples = len(uniforms) + 1
     step = length / (num_samples - 1)

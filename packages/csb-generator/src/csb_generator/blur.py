@@ -64,7 +64,7 @@ def blur_crop(
     ----------
     image : ndarray, shape (H, W) or (H, W, C)
         Sharp image; float in [0, 1], or integers scaled by their dtype's maximum.
-    kernel : ndarray, shape (K, K') 
+    kernel : ndarray, shape (K, K')
         Blur kernel, origin at its central pixel ``(K // 2, K' // 2)``. The same kernel blurs
         every channel.
     box : tuple of int

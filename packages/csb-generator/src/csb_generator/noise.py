@@ -26,7 +26,9 @@ def _check_noise(exposure: float, lam: float, sigma: float) -> tuple[float, floa
     if not (0 < exposure <= 1):
         raise ValueError(f"exposure T must be in (0, 1], got {exposure!r}")
     if math.isnan(lam) or lam <= 0:
-        raise ValueError(f"lam (photons per 8-bit grey level scale) must be > 0 or inf, got {lam!r}")
+        raise ValueError(
+            f"lam (photons per 8-bit grey level scale) must be > 0 or inf, got {lam!r}"
+        )
     if not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma (grey levels) must be a finite number >= 0, got {sigma!r}")
     return exposure, lam, sigma

@@ -8,9 +8,10 @@ so a kernel whose centre of mass sits there blurs without shifting the image.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numba
 import numpy as np
@@ -19,14 +20,14 @@ from .trajectory import DEFAULT_NUM_SAMPLES, Trajectory, random_trajectory
 
 __all__ = [
     "Alignment",
-    "TrajectoryOutsideGrid",
     "RandomPSF",
+    "TrajectoryOutsideGrid",
+    "disk_kernel",
+    "embed_kernel",
     "exposure_weights",
+    "load_kernel",
     "psf_from_trajectory",
     "random_psf",
-    "disk_kernel",
-    "load_kernel",
-    "embed_kernel",
 ]
 
 Alignment = Literal["centre-of-mass", "common-origin"]
@@ -181,7 +182,9 @@ def psf_from_trajectory(
     psf_size = _check_psf_size(psf_size)
     exposure = _check_exposure(exposure)
     if alignment not in ("centre-of-mass", "common-origin"):
-        raise ValueError(f"alignment must be 'centre-of-mass' or 'common-origin', got {alignment!r}")
+        raise ValueError(
+            f"alignment must be 'centre-of-mass' or 'common-origin', got {alignment!r}"
+        )
     num_samples = positions.shape[0]
     weights = exposure_weights(num_samples, exposure)
     reference = np.ones(num_samples) if alignment == "common-origin" else weights
@@ -273,7 +276,10 @@ def random_psf(
         )
         try:
             kernels = np.stack(
-                [psf_from_trajectory(trajectory, psf_size, t, alignment=alignment) for t in exposures]
+                [
+                    psf_from_trajectory(trajectory, psf_size, t, alignment=alignment)
+                    for t in exposures
+                ]
             )
         except TrajectoryOutsideGrid as error:
             last_error = error
@@ -353,7 +359,9 @@ def embed_kernel(kernel: np.ndarray, psf_size: int) -> np.ndarray:
     top = psf_size // 2 - height // 2
     left = psf_size // 2 - width // 2
     if top + height > psf_size or left + width > psf_size:
-        raise ValueError(f"a {height}x{width} kernel cannot be centred on a {psf_size}x{psf_size} grid")
+        raise ValueError(
+            f"a {height}x{width} kernel cannot be centred on a {psf_size}x{psf_size} grid"
+        )
     grid = np.zeros((psf_size, psf_size), dtype=np.float64)
     grid[top : top + height, left : left + width] = kernel
     return grid
@@ -398,7 +406,9 @@ def load_kernel(path: str | Path, psf_size: int | None = None) -> np.ndarray:
         channels = array.shape[2]
         array = array[..., : 3 if channels >= 3 else 1].mean(axis=2)
     if array.ndim != 2 or 0 in array.shape:
-        raise ValueError(f"kernel file {path} must hold a non-empty 2-D array, got shape {array.shape}")
+        raise ValueError(
+            f"kernel file {path} must hold a non-empty 2-D array, got shape {array.shape}"
+        )
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array)) or array.min() < 0:
         raise ValueError(f"kernel file {path} has negative or non-finite values")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numba
 import numpy as np
 
-__all__ = ["Trajectory", "random_trajectory", "linear_trajectory", "trajectory_from_draws"]
+__all__ = ["Trajectory", "linear_trajectory", "random_trajectory", "trajectory_from_draws"]
 
 DEFAULT_NUM_SAMPLES = 2000
 
