@@ -15,7 +15,10 @@ import random
 def plain_trajectory_from_draws(
     length, anxiety, centripetal, gaussian, freq, angle, uniforms, normals
 ):
-    """Section 1, driven by given draws: uniforms[t] = (shake test, shake angle), normals[t] = (n1, n2)."""
+    """Section 1, driven by given draws.
+
+    uniforms[t] = (shake test, shake angle) and normals[t] = (n1, n2), as the library takes them.
+    """
     num_samples = len(uniforms) + 1
     step = length / (num_samples - 1)
     v0 = cmath.exp(1j * angle)
@@ -72,10 +75,10 @@ def plain_psf(positions, psf_size, exposure):
     n = len(positions)
     weights = [min(max(exposure * n - t, 0.0), 1.0) for t in range(n)]
     total = sum(weights)
-    com = sum(w * p for w, p in zip(weights, positions)) / total
+    com = sum(w * p for w, p in zip(weights, positions, strict=True)) / total
     centre = psf_size // 2
     kernel = [[0.0] * psf_size for _ in range(psf_size)]
-    for w, p in zip(weights, positions):
+    for w, p in zip(weights, positions, strict=True):
         if w == 0:
             continue
         col = p.real - com.real + centre

@@ -107,8 +107,8 @@ def _splat_bilinear(cols, rows, weights, psf_size):
         w = weights[t]
         if w == 0.0:
             continue
-        j = int(math.floor(cols[t]))
-        i = int(math.floor(rows[t]))
+        j = math.floor(cols[t])
+        i = math.floor(rows[t])
         fc = cols[t] - j
         fr = rows[t] - i
         # A sample exactly on the last row/column has zero weight on the pixel beyond it.
