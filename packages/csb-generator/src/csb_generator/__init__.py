@@ -17,7 +17,8 @@ from .psf import (
     psf_from_trajectory,
     random_psf,
 )
-from .rng import sample_rng
+from .rng import dataset_rng, sample_rng
+from .shards import DatasetFormatError, ShardDataset, TSweepDataset, open_dataset
 from .trajectory import Trajectory, linear_trajectory, random_trajectory, trajectory_from_draws
 
 try:
@@ -26,19 +27,24 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0+unknown"
 
 __all__ = [
+    "DatasetFormatError",
     "RandomPSF",
+    "ShardDataset",
+    "TSweepDataset",
     "Trajectory",
     "TrajectoryOutsideGrid",
     "__version__",
     "add_noise",
     "blur",
     "blur_crop",
+    "dataset_rng",
     "degrade",
     "disk_kernel",
     "embed_kernel",
     "exposure_weights",
     "linear_trajectory",
     "load_kernel",
+    "open_dataset",
     "psf_from_trajectory",
     "random_psf",
     "random_trajectory",

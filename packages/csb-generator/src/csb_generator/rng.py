@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sample_rng"]
+__all__ = ["dataset_rng", "sample_rng"]
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
@@ -35,3 +35,19 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
         raise ValueError(f"seed and index must be integers >= 0, got {seed!r}, {index!r}")
     sequence = np.random.SeedSequence(int(seed), spawn_key=(int(index),))
     return np.random.Generator(np.random.PCG64(sequence))
+
+
+def dataset_rng(seed: int) -> np.random.Generator:
+    """The generator of draws made once per dataset (a fixed kernel, a T-sweep trajectory).
+
+    Its stream, ``SeedSequence(seed)`` without a spawn key, is distinct from every
+    :func:`sample_rng` stream of the same seed.
+
+    Parameters
+    ----------
+    seed : int
+        Dataset seed, >= 0.
+    """
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed))))

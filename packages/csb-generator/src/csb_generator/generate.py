@@ -1,0 +1,660 @@
+"""Writing a dataset: planning, resuming, fanning shards out, and the manifest step.
+
+Generation is split in two so that a command-line tool can show what will happen and then report
+progress: :func:`plan_generation` scans the sources, checks the output folder and lists the shards
+still to write; :func:`run_generation` writes them (in this process, in a process pool, or on a
+``dask.distributed`` cluster) and, once every shard exists, the manifests.
+
+Crash safety: a shard is written under a temporary name and renamed when complete; then its
+SHA-256 is recorded in ``.progress/``. A rerun keeps every shard whose recorded hash matches its
+file and regenerates the rest, so an interrupted run, resumed, gives the same bytes as an
+uninterrupted one. ``manifest.json`` is written last: a folder without it is incomplete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .images import SourceError, SourceImage, scan_sources
+from .modes import DatasetOptions, SampleMaker
+from .preview import write_preview
+from .shards import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    SAMPLE_FIELDS,
+    sha256_file,
+    shard_name,
+    write_json_atomic,
+    write_shard,
+)
+
+__all__ = [
+    "GenerationPlan",
+    "GenerationReport",
+    "OutputError",
+    "generate_dataset",
+    "plan_generation",
+    "run_generation",
+]
+
+PLAN_NAME = ".csb-generate.json"
+PROGRESS_DIR = ".progress"
+TRAJECTORY_NAME = "trajectory.npy"
+PREVIEW_SAMPLES = 6
+NOISE_CONVENTION = (
+    "y = clip((Poisson(p * clip(b, 0, 1)) / p + N(0, (sigma / 255)^2)) / T, 0, 1), p = lam / 255, "
+    "b = k * x with sum(k) = T (thesis convention)"
+)
+DEPENDENCIES = ("numpy", "scipy", "numba", "h5py", "imageio", "scikit-image", "pillow")
+
+
+class OutputError(ValueError):
+    """The output folder cannot be used: it is a file, or holds a different dataset."""
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard to write: the unit of work of every executor."""
+
+    folder: Path
+    exposure: float | None
+    shard: int
+    first_index: int
+    count: int
+
+
+@dataclass
+class GenerationPlan:
+    """What a run will do; made by :func:`plan_generation`.
+
+    Attributes
+    ----------
+    options : DatasetOptions
+    out : Path
+        The output folder.
+    source_root : Path or None
+        The source folder (None: the built-in photographs).
+    sources : list of SourceImage
+        Usable sources, in manifest order.
+    skipped : list of (str, str)
+        Source files left out, with the reason.
+    parts : list of (Path, float or None)
+        Dataset folders with their exposure (one per T for a T-sweep, else the output folder).
+    tasks : list of ShardTask
+        Shards still to write in this run.
+    kept : int
+        Complete shards found on disk and kept.
+    is_part : bool
+        True when this run writes only its share of the shards (``--shard-index``).
+    """
+
+    options: DatasetOptions
+    out: Path
+    source_root: Path | None
+    sources: list[SourceImage]
+    skipped: list[tuple[str, str]]
+    parts: list[tuple[Path, float | None]]
+    tasks: list[ShardTask]
+    kept: int
+    is_part: bool
+    fingerprint: str
+
+    @property
+    def samples_to_write(self) -> int:
+        """Number of samples the remaining tasks will write."""
+        return sum(task.count for task in self.tasks)
+
+
+@dataclass
+class GenerationReport:
+    """What a run did."""
+
+    out: Path
+    shards_written: int = 0
+    shards_kept: int = 0
+    samples_written: int = 0
+    manifest: Path | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    redraws: int = 0
+    padded: int = 0
+
+
+def _fingerprint(options: DatasetOptions, sources: Sequence[SourceImage]) -> str:
+    document = {
+        "options": options.to_json(),
+        "sources": [[source.key, source.sha256] for source in sources],
+    }
+    text = json.dumps(document, sort_keys=True, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _part_folder(out: Path, exposure: float) -> Path:
+    return out / f"T-{exposure:.6g}"
+
+
+def _our_entries(out: Path) -> list[Path]:
+    patterns = (
+        "shard-*.h5",
+        ".shard-*.tmp-*",
+        "T-*",
+        MANIFEST_NAME,
+        PLAN_NAME,
+        PROGRESS_DIR,
+        TRAJECTORY_NAME,
+        "preview.png",
+        f".{MANIFEST_NAME}.tmp-*",
+    )
+    return sorted({path for pattern in patterns for path in out.glob(pattern)})
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _check_output(out: Path, fingerprint: str, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder")
+    if not out.exists():
+        return
+    recorded = None
+    for name in (MANIFEST_NAME, PLAN_NAME):
+        path = out / name
+        if path.is_file():
+            try:
+                recorded = json.loads(path.read_text(encoding="utf-8")).get("fingerprint")
+            except (OSError, ValueError):
+                recorded = "unreadable"
+            break
+    ours = _our_entries(out)
+    if recorded == fingerprint or not ours:
+        return
+    if overwrite:
+        _remove(ours)
+        return
+    what = "a different dataset" if recorded else "dataset files of unknown origin"
+    raise OutputError(
+        f"--out {out} holds {what} (other options, seed or sources); "
+        "choose another folder or pass --overwrite to replace it"
+    )
+
+
+def _complete_shards(folder: Path, shards: Sequence[tuple[int, int, int]]) -> set[int]:
+    """Shards whose file exists and matches the hash recorded when it was written."""
+    complete = set()
+    for shard, first, count in shards:
+        record_path = folder / PROGRESS_DIR / f"{shard_name(shard)}.json"
+        path = folder / shard_name(shard)
+        if not (record_path.is_file() and path.is_file()):
+            continue
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if record.get("first_index") == first and record.get("count") == count:
+            if record.get("sha256") == sha256_file(path):
+                complete.add(shard)
+    return complete
+
+
+def _shard_ranges(count: int, shard_size: int) -> list[tuple[int, int, int]]:
+    return [
+        (shard, first, min(shard_size, count - first))
+        for shard, first in enumerate(range(0, count, shard_size))
+    ]
+
+
+def plan_generation(
+    options: DatasetOptions,
+    out: str | Path,
+    *,
+    source_root: str | Path | None = None,
+    overwrite: bool = False,
+    shard_index: int | None = None,
+    num_shards: int | None = None,
+) -> GenerationPlan:
+    """Scan the sources, check the output folder, and list the shards still to write.
+
+    Parameters
+    ----------
+    options : DatasetOptions
+        Resolved options (:func:`~csb_generator.modes.resolve_options`).
+    out : str or Path
+        Output folder; created if missing.
+    source_root : str or Path, optional
+        Folder of source photographs (any depth). Default: the built-in photographs.
+    overwrite : bool, optional
+        Replace a different dataset found in ``out``. Default False: that is an error.
+    shard_index, num_shards : int, optional
+        Write only the shards ``k`` with ``k % num_shards == shard_index`` (counted over all
+        parts), for spreading one dataset over machines; the run without them joins the parts.
+
+    Raises
+    ------
+    OutputError
+        If ``out`` is a file or holds a different dataset (without ``overwrite``).
+    csb_generator.images.SourceError
+        If the source folder is missing or unreadable, or no usable image remains.
+    """
+    out = Path(out)
+    if (shard_index is None) != (num_shards is None):
+        raise ValueError("--shard-index and --num-shards go together")
+    if num_shards is not None and not (num_shards >= 1 and 0 <= shard_index < num_shards):
+        raise ValueError(f"--shard-index must be in [0, {num_shards}) and --num-shards >= 1")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder")
+    root = None if source_root is None else Path(source_root)
+    scan = scan_sources(root, image_size=options.image_size, downscale=options.downscale)
+    if not scan.usable:
+        where = "the built-in photographs" if root is None else str(root)
+        reasons = "; ".join(f"{key}: {reason}" for key, reason in scan.skipped[:5])
+        raise SourceError(
+            f"no usable image in {where} ({len(scan.skipped)} skipped{': ' if reasons else ''}"
+            f"{reasons})"
+        )
+    if any(source.bit_depth == 16 for source in scan.usable):
+        options = replace(options, sharp_dtype="uint16")
+    fingerprint = _fingerprint(options, scan.usable)
+    _check_output(out, fingerprint, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    if shard_index is None:  # a lone run owns the folder: temporaries left by a kill are stale
+        _remove(sorted(out.glob(".shard-*.tmp-*")) + sorted(out.glob("T-*/.shard-*.tmp-*")))
+    write_json_atomic(
+        out / PLAN_NAME,
+        {"format": FORMAT_NAME, "fingerprint": fingerprint, "options": options.to_json()},
+    )
+    if options.mode == "tsweep":
+        parts = [(_part_folder(out, t), t) for t in options.exposures]
+    else:
+        parts = [(out, None)]
+    tasks, kept, number = [], 0, 0
+    ranges = _shard_ranges(options.count, options.shard_size)
+    for folder, exposure in parts:
+        folder.mkdir(exist_ok=True)
+        complete = _complete_shards(folder, ranges)
+        for shard, first, count in ranges:
+            mine = shard_index is None or number % num_shards == shard_index
+            number += 1
+            if not mine:
+                continue
+            if shard in complete:
+                kept += 1
+            else:
+                tasks.append(ShardTask(folder, exposure, shard, first, count))
+    return GenerationPlan(
+        options=options,
+        out=out,
+        source_root=root,
+        sources=scan.usable,
+        skipped=list(scan.skipped),
+        parts=parts,
+        tasks=tasks,
+        kept=kept,
+        is_part=shard_index is not None,
+        fingerprint=fingerprint,
+    )
+
+
+def _shard_attrs(plan_options: DatasetOptions, fingerprint: str, task: ShardTask) -> dict:
+    from . import __version__
+
+    attrs = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "mode": plan_options.mode,
+        "image_size": plan_options.image_size,
+        "psf_size": plan_options.psf_size,
+        "channels": plan_options.channels,
+        "noise_convention": NOISE_CONVENTION,
+        "generator_version": __version__,
+        "seed": plan_options.seed,
+        "fingerprint": fingerprint,
+        "shard": task.shard,
+        "first_index": task.first_index,
+        "count": task.count,
+        "options": json.dumps(plan_options.to_json(), sort_keys=True),
+    }
+    if task.exposure is not None:
+        attrs["exposure"] = task.exposure
+    return attrs
+
+
+# One SampleMaker per worker process: it holds decoded images and the shared kernel.
+_WORKER_MAKER: SampleMaker | None = None
+_WORKER_PROGRESS: Any = None
+
+
+def _init_worker(options: DatasetOptions, sources: list[SourceImage], progress: Any) -> None:
+    global _WORKER_MAKER, _WORKER_PROGRESS
+    _WORKER_MAKER = SampleMaker(options, sources)
+    _WORKER_PROGRESS = progress
+
+
+def write_shard_task(
+    maker: SampleMaker,
+    fingerprint: str,
+    task: ShardTask,
+    on_sample: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Generate and write one shard, then record its hash; returns the record."""
+    samples = []
+    for index in range(task.first_index, task.first_index + task.count):
+        samples.append(maker(index, task.exposure))
+        if on_sample is not None:
+            on_sample()
+    fields = [name for name in SAMPLE_FIELDS if name in samples[0]]
+    arrays = {name: np.stack([sample[name] for sample in samples]) for name in fields}
+    options = maker.options
+    compression = None if options.compression == "none" else options.compression
+    path = task.folder / shard_name(task.shard)
+    digest = write_shard(
+        path, arrays, _shard_attrs(options, fingerprint, task), compression=compression
+    )
+    record = {
+        "file": path.name,
+        "shard": task.shard,
+        "first_index": task.first_index,
+        "last_index": task.first_index + task.count - 1,
+        "count": task.count,
+        "sha256": digest,
+        "redraws": int(sum(sample["redraws"] for sample in samples)),
+        "padded": int(arrays["padded"].sum()),
+    }
+    (task.folder / PROGRESS_DIR).mkdir(exist_ok=True)
+    write_json_atomic(task.folder / PROGRESS_DIR / f"{path.name}.json", record)
+    return record
+
+
+def _pool_task(fingerprint: str, task: ShardTask) -> dict[str, Any]:
+    progress = _WORKER_PROGRESS
+    return write_shard_task(
+        _WORKER_MAKER, fingerprint, task, None if progress is None else lambda: progress.put(1)
+    )
+
+
+def _dask_task(
+    options: DatasetOptions, sources: list[SourceImage], fingerprint: str, task: ShardTask
+) -> dict[str, Any]:
+    return write_shard_task(SampleMaker(options, sources), fingerprint, task)
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in ("csb-generator", *DEPENDENCIES):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _write_manifests(plan: GenerationPlan, maker: SampleMaker) -> tuple[Path, int, int]:
+    options = plan.options
+    ranges = _shard_ranges(options.count, options.shard_size)
+    sources = [
+        {
+            "key": source.key,
+            "height": source.height,
+            "width": source.width,
+            "bit_depth": source.bit_depth,
+            "sha256": source.sha256,
+        }
+        for source in plan.sources
+    ]
+    common = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "mode": options.mode,
+        "options": options.to_json(),
+        "seed": options.seed,
+        "fingerprint": plan.fingerprint,
+        "noise_convention": NOISE_CONVENTION,
+        "versions": _versions(),
+        "source_root": "builtin:scikit-image"
+        if plan.source_root is None
+        else str(plan.source_root),
+        "sources": sources,
+        "skipped": {
+            "count": len(plan.skipped),
+            "inputs": [{"key": key, "reason": reason} for key, reason in plan.skipped],
+        },
+    }
+    total_redraws, total_padded = maker.redraws, 0
+    for folder, exposure in plan.parts:
+        shards = []
+        for shard, _, _ in ranges:
+            record_path = folder / PROGRESS_DIR / f"{shard_name(shard)}.json"
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            shards.append(record)
+        redraws = sum(record["redraws"] for record in shards)
+        padded = sum(record["padded"] for record in shards)
+        total_redraws += redraws
+        total_padded += padded
+        manifest = {
+            **common,
+            "count": options.count,
+            "shards": [
+                {
+                    key: record[key]
+                    for key in ("file", "count", "first_index", "last_index", "sha256")
+                }
+                for record in shards
+            ],
+            "redraws": redraws + maker.redraws,
+            "padded": padded,
+        }
+        if exposure is not None:
+            manifest["exposure"] = exposure
+        if options.mode in ("fixed", "tsweep"):
+            manifest["shared_kernel"] = _shared_kernel_record(maker)
+        write_json_atomic(folder / MANIFEST_NAME, manifest)
+    if options.mode == "tsweep":
+        np.save(plan.out / TRAJECTORY_NAME, maker.trajectory.positions, allow_pickle=False)
+        top = {
+            **common,
+            "parts": [
+                {"exposure": exposure, "folder": folder.name, "count": options.count}
+                for folder, exposure in plan.parts
+            ],
+            "count": options.count * len(plan.parts),
+            "trajectory_file": TRAJECTORY_NAME,
+            "shared_kernel": _shared_kernel_record(maker),
+            "redraws": total_redraws,
+            "padded": total_padded,
+        }
+        write_json_atomic(plan.out / MANIFEST_NAME, top)
+    return plan.out / MANIFEST_NAME, total_redraws, total_padded
+
+
+def _shared_kernel_record(maker: SampleMaker) -> dict[str, Any]:
+    record: dict[str, Any] = {"redraws": maker.redraws}
+    if maker.trajectory is not None:
+        record["trajectory"] = {
+            **{k: (None if math.isnan(v) else v) for k, v in maker.trajectory.parameters().items()},
+            "angle": None if math.isnan(maker.trajectory.angle) else maker.trajectory.angle,
+            "num_shakes": maker.trajectory.num_shakes,
+            "num_samples": maker.trajectory.num_samples,
+        }
+    return record
+
+
+def run_generation(
+    plan: GenerationPlan,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    preview: bool = True,
+) -> GenerationReport:
+    """Write the planned shards, then (unless this run is one part) the manifests and preview.
+
+    Parameters
+    ----------
+    plan : GenerationPlan
+        From :func:`plan_generation`.
+    workers : int, optional
+        Processes on this machine, >= 1. 1 (default) works in this process.
+    scheduler : str, optional
+        Address of a ``dask.distributed`` scheduler (``tcp://host:8786``); its workers must see
+        the output folder. Needs the ``csb-generator[dask]`` extra.
+    progress : callable, optional
+        Called with a number of samples each time that many are done.
+    preview : bool, optional
+        Write ``preview.png`` (blurred | sharp | kernel) in each dataset folder. Default True.
+
+    Returns
+    -------
+    GenerationReport
+    """
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    report = GenerationReport(out=plan.out, shards_kept=plan.kept, skipped=plan.skipped)
+    maker = SampleMaker(plan.options, plan.sources)
+    tick = progress or (lambda count: None)
+    if scheduler is not None:
+        records = _run_on_dask(plan, scheduler, tick)
+    elif workers == 1 or len(plan.tasks) <= 1:
+        records = [
+            write_shard_task(maker, plan.fingerprint, task, lambda: tick(1)) for task in plan.tasks
+        ]
+    else:
+        records = _run_in_pool(plan, workers, tick)
+    report.shards_written = len(records)
+    report.samples_written = sum(record["count"] for record in records)
+    if plan.is_part:
+        return report
+    ranges = _shard_ranges(plan.options.count, plan.options.shard_size)
+    missing = [
+        str(folder / shard_name(shard))
+        for folder, _ in plan.parts
+        for shard in sorted({shard for shard, _, _ in ranges} - _complete_shards(folder, ranges))
+    ]
+    if missing:
+        raise OutputError(f"shards are missing or damaged after the run: {missing[:5]}")
+    report.manifest, report.redraws, report.padded = _write_manifests(plan, maker)
+    if preview:
+        for folder, exposure in plan.parts:
+            shown = range(min(PREVIEW_SAMPLES, plan.options.count))
+            write_preview(folder / "preview.png", [maker(i, exposure) for i in shown])
+    return report
+
+
+def _run_in_pool(
+    plan: GenerationPlan, workers: int, tick: Callable[[int], None]
+) -> list[dict[str, Any]]:
+    # spawn: the parent may hold threads (progress bars) and open HDF5 files, which fork copies.
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    records = []
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(plan.options, plan.sources, queue),
+    ) as pool:
+        futures = [pool.submit(_pool_task, plan.fingerprint, task) for task in plan.tasks]
+        pending = set(futures)
+        try:
+            while pending:
+                _drain(queue, tick, timeout=0.1)
+                done = {future for future in pending if future.done()}
+                records.extend(future.result() for future in done)
+                pending -= done
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        _drain(queue, tick, timeout=0.0)
+    return records
+
+
+def _drain(queue: Any, tick: Callable[[int], None], timeout: float) -> None:
+    import queue as queue_module
+
+    try:
+        tick(queue.get(timeout=timeout) if timeout else queue.get_nowait())
+    except queue_module.Empty:
+        return
+    while True:
+        try:
+            tick(queue.get_nowait())
+        except queue_module.Empty:
+            return
+
+
+def _run_on_dask(
+    plan: GenerationPlan, scheduler: str, tick: Callable[[int], None]
+) -> list[dict[str, Any]]:
+    try:
+        from dask.distributed import Client
+        from dask.distributed import as_completed as dask_as_completed
+    except ImportError as error:
+        raise RuntimeError(
+            "--scheduler needs dask.distributed: pip install 'csb-generator[dask]'"
+        ) from error
+    records = []
+    with Client(scheduler, timeout="30s") as client:
+        futures = [
+            client.submit(
+                _dask_task, plan.options, plan.sources, plan.fingerprint, task, pure=False
+            )
+            for task in plan.tasks
+        ]
+        for future in dask_as_completed(futures):
+            record = future.result()
+            records.append(record)
+            tick(record["count"])
+    return records
+
+
+def generate_dataset(
+    options: DatasetOptions,
+    out: str | Path,
+    *,
+    source_root: str | Path | None = None,
+    overwrite: bool = False,
+    workers: int = 1,
+    shard_index: int | None = None,
+    num_shards: int | None = None,
+    scheduler: str | None = None,
+    preview: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> GenerationReport:
+    """Generate (or resume, or complete) a dataset: :func:`plan_generation` then
+    :func:`run_generation`; see them for the parameters.
+
+    Examples
+    --------
+    >>> from csb_generator.modes import resolve_options
+    >>> options = resolve_options("random", count=4, shard_size=2)
+    >>> report = generate_dataset(options, "example-shards")  # doctest: +SKIP
+    >>> report.samples_written                               # doctest: +SKIP
+    4
+    """
+    plan = plan_generation(
+        options,
+        out,
+        source_root=source_root,
+        overwrite=overwrite,
+        shard_index=shard_index,
+        num_shards=num_shards,
+    )
+    return run_generation(
+        plan, workers=workers, scheduler=scheduler, progress=progress, preview=preview
+    )

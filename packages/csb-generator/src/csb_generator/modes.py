@@ -1,0 +1,543 @@
+"""The four dataset modes: their options, the thesis defaults, and sample ``i`` (spec section 6).
+
+=========  ==========================================  ========================  ===============
+mode       kernel                                      noise                     exposure T
+=========  ==========================================  ========================  ===============
+fixed      one kernel for all images (random from the  none unless asked         1
+           seed, ``disk:R``, ``linear:L[:deg]``, file)
+random     a new trajectory per image, L ~ U[min, max] none                      1
+noisy      a new trajectory per image, L fixed         lam, sigma drawn per      drawn per image
+                                                       image from lists
+tsweep     ONE trajectory for every image              one lam, one sigma        one part per T
+=========  ==========================================  ========================  ===============
+
+A sample is a pure function of (options, source list, index): every draw comes from
+``sample_rng(seed, index)`` in this order: source image, crop, mode parameters (length; or T,
+lam, sigma), trajectory, noise. In a T-sweep the same index uses the same generator in every part,
+so only T differs between parts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .blur import blur_crop
+from .images import SourceImage, choose_crop, load_image
+from .noise import add_noise
+from .psf import (
+    disk_kernel,
+    load_kernel,
+    psf_from_trajectory,
+    random_psf,
+)
+from .rng import dataset_rng, sample_rng
+from .trajectory import DEFAULT_NUM_SAMPLES, Trajectory, linear_trajectory
+
+__all__ = ["MODES", "DatasetOptions", "OptionError", "SampleMaker", "resolve_options"]
+
+MODES = ("fixed", "random", "noisy", "tsweep")
+
+#: The thesis's settings for each mode (spec sections 4 and 6).
+THESIS_EXPOSURES = {
+    "fixed": (1.0,),
+    "random": (1.0,),
+    "noisy": tuple(k / 8 for k in range(8, 1, -1)),
+    "tsweep": (1.0, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32),
+}
+THESIS_LAMS = {
+    "fixed": (math.inf,),
+    "random": (math.inf,),
+    "noisy": tuple(48000.0 * 4**k for k in range(5)),
+    "tsweep": (765000.0,),
+}
+THESIS_SIGMAS = {"fixed": (0.0,), "random": (0.0,), "noisy": (0.0, 1.0, 2.0, 4.0), "tsweep": (0.0,)}
+
+BLURRED_DTYPES = ("float32", "float16", "uint8", "uint16")
+
+
+class OptionError(ValueError):
+    """An option value is invalid or does not fit the mode; the message names the option."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """Every option that determines a dataset's content, resolved (no value left to default).
+
+    Two runs with equal options and equal source lists write identical datasets. Options that only
+    change how the work is done (workers, the part to generate, progress display) are not here.
+
+    Attributes
+    ----------
+    mode : {"fixed", "random", "noisy", "tsweep"}
+    count : int
+        Number of samples (per exposure part for tsweep), >= 1.
+    image_size : int
+        Side of the square crops in pixels. Thesis: 64.
+    psf_size : int
+        Side of the square kernels in pixels. Thesis: 32 (Table 4), 16/32/64 (Table 3).
+    channels : int
+        3 (RGB) or 1 (grey).
+    seed : int
+        Dataset seed, >= 0.
+    crop : {"random", "center"}
+        Crop position policy.
+    downscale : float
+        Factor >= 1 by which sources are shrunk before cropping (the thesis halved GoPro frames).
+    num_samples : int
+        Trajectory samples N.
+    length : float
+        Trajectory length in pixels; in ``random`` mode the maximum of the per-image draw.
+    min_length : float
+        ``random`` mode: the minimum of the per-image length draw, in pixels.
+    anxiety, centripetal, gaussian, freq_big_shakes : float or None
+        Trajectory parameters; None draws them per trajectory (spec section 1).
+    exposures : tuple of float
+        Exposures T in (0, 1]: drawn from per image (noisy) or one part each (tsweep).
+    lams, sigmas : tuple of float
+        Photon scale lambda (inf = no shot noise) and read noise sigma in grey levels.
+    kernel : str
+        ``fixed`` mode: ``random``, ``disk:R``, ``linear:L[:degrees]`` or a kernel file path.
+    trajectory : str
+        ``tsweep`` mode: ``random``, ``linear`` or a ``.npy`` file of complex positions.
+    angle : float or None
+        Initial trajectory direction in degrees; None draws it.
+    alignment : {"centre-of-mass", "common-origin"}
+        Kernel centring (see :func:`~csb_generator.psf_from_trajectory`).
+    blurred_dtype : {"float32", "float16", "uint8", "uint16"}
+        Stored dtype of the blurred images; integer types are rounded.
+    sharp_dtype : {"uint8", "uint16"}
+        Stored dtype of the sharp crops: uint16 when any source is 16-bit.
+    store_trajectories : bool
+        Also store each sample's trajectory (complex64).
+    shard_size : int
+        Samples per shard file.
+    compression : {"lzf", "gzip", "none"}
+        HDF5 filter of the image datasets.
+    """
+
+    mode: str
+    count: int = 1000
+    image_size: int = 64
+    psf_size: int = 32
+    channels: int = 3
+    seed: int = 0
+    crop: str = "random"
+    downscale: float = 1.0
+    num_samples: int = DEFAULT_NUM_SAMPLES
+    length: float | None = None
+    min_length: float = 1.0
+    anxiety: float | None = None
+    centripetal: float | None = None
+    gaussian: float | None = None
+    freq_big_shakes: float | None = None
+    exposures: tuple[float, ...] = ()
+    lams: tuple[float, ...] = ()
+    sigmas: tuple[float, ...] = ()
+    kernel: str = "random"
+    trajectory: str = "random"
+    angle: float | None = None
+    alignment: str = "centre-of-mass"
+    blurred_dtype: str = "float32"
+    sharp_dtype: str = "uint8"
+    store_trajectories: bool = False
+    shard_size: int = 256
+    compression: str = "lzf"
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as JSON-ready values (inf kept as the float inf)."""
+        document = asdict(self)
+        for key in ("exposures", "lams", "sigmas"):
+            document[key] = list(document[key])
+        return document
+
+
+def _positive_int(option: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise OptionError(option, f"must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive_float(option: str, value: Any, *, allow_inf: bool = False) -> float:
+    value = float(value)
+    if math.isnan(value) or value <= 0 or (math.isinf(value) and not allow_inf):
+        raise OptionError(
+            option, f"must be a {'' if allow_inf else 'finite '}number > 0, got {value}"
+        )
+    return value
+
+
+def max_length(psf_size: int) -> float:
+    """Longest trajectory (pixels) whose straight segment fits the kernel centred, any angle."""
+    return float(2 * (psf_size - 1 - psf_size // 2))
+
+
+def resolve_options(mode: str, **given: Any) -> DatasetOptions:
+    """Fill unset options with the thesis's defaults for ``mode`` and check every value.
+
+    Parameters
+    ----------
+    mode : {"fixed", "random", "noisy", "tsweep"}
+    **given
+        Any :class:`DatasetOptions` field; None (or an empty sequence) means "the default".
+
+    Returns
+    -------
+    DatasetOptions
+
+    Raises
+    ------
+    OptionError
+        Naming the option, for a value out of range or an option that the mode does not take.
+    """
+    if mode not in MODES:
+        raise OptionError("--mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    values = {key: value for key, value in given.items() if value is not None and value != ()}
+    unknown = set(values) - set(DatasetOptions.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown options {sorted(unknown)}")
+    options = DatasetOptions(mode=mode, **values)
+
+    count = _positive_int("--count", options.count)
+    image_size = _positive_int("--image-size", options.image_size, 2)
+    psf_size = _positive_int("--psf-size", options.psf_size)
+    if options.channels not in (1, 3):
+        raise OptionError("--channels", f"must be 1 or 3, got {options.channels!r}")
+    seed = _positive_int("--seed", options.seed, 0)
+    if options.crop not in ("random", "center"):
+        raise OptionError("--crop", f"must be 'random' or 'center', got {options.crop!r}")
+    downscale = float(options.downscale)
+    if not (math.isfinite(downscale) and downscale >= 1):
+        raise OptionError("--downscale", f"must be a number >= 1, got {downscale}")
+    num_samples = _positive_int("--num-samples", options.num_samples, 2)
+    limit = max_length(psf_size)
+    length = psf_size / 2 if options.length is None else options.length
+    length = _positive_float("--length", length)
+    if length > limit:
+        raise OptionError(
+            "--length",
+            f"a {length:g} px trajectory does not fit a {psf_size} px kernel (at most {limit:g} px);"
+            " raise --psf-size or lower --length",
+        )
+    min_length = _positive_float("--min-length", options.min_length)
+    if mode == "random" and min_length > length:
+        raise OptionError("--min-length", f"{min_length:g} is larger than --length {length:g}")
+    for option, value in (
+        ("--anxiety", options.anxiety),
+        ("--centripetal", options.centripetal),
+        ("--gaussian", options.gaussian),
+        ("--freq-big-shakes", options.freq_big_shakes),
+    ):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise OptionError(option, f"must be a finite number >= 0, got {value}")
+    if options.freq_big_shakes is not None and options.freq_big_shakes > 1:
+        raise OptionError("--freq-big-shakes", f"must be in [0, 1], got {options.freq_big_shakes}")
+
+    exposures = tuple(float(t) for t in options.exposures) or THESIS_EXPOSURES[mode]
+    for value in exposures:
+        if not 0 < value <= 1:
+            raise OptionError("--exposure", f"T must be in (0, 1], got {value}")
+    lams = tuple(float(v) for v in options.lams) or THESIS_LAMS[mode]
+    for value in lams:
+        _positive_float("--lam", value, allow_inf=True)
+    sigmas = tuple(float(v) for v in options.sigmas) or THESIS_SIGMAS[mode]
+    for value in sigmas:
+        if not (math.isfinite(value) and value >= 0):
+            raise OptionError("--sigma", f"must be a finite number >= 0, got {value}")
+
+    if mode in ("fixed", "random") and exposures != (1.0,):
+        raise OptionError("--exposure", f"{mode} mode uses T = 1; use noisy or tsweep for T < 1")
+    if mode == "random" and (lams != (math.inf,) or sigmas != (0.0,)):
+        raise OptionError("--lam/--sigma", "random mode is noiseless; use noisy mode for noise")
+    if mode in ("fixed", "tsweep") and (len(lams) != 1 or len(sigmas) != 1):
+        raise OptionError("--lam/--sigma", f"{mode} mode takes one value of each")
+    if mode == "tsweep" and len(set(exposures)) != len(exposures):
+        raise OptionError("--exposure", "T-sweep exposures must be distinct")
+    if mode == "fixed":
+        parse_kernel_spec(options.kernel)
+    if mode == "tsweep" and options.trajectory not in ("random", "linear"):
+        if not Path(options.trajectory).is_file():
+            raise OptionError(
+                "--trajectory",
+                f"must be 'random', 'linear' or an existing .npy file, got {options.trajectory!r}",
+            )
+    if options.alignment not in ("centre-of-mass", "common-origin"):
+        raise OptionError("--alignment", f"unknown alignment {options.alignment!r}")
+    if options.blurred_dtype not in BLURRED_DTYPES:
+        raise OptionError("--dtype", f"must be one of {', '.join(BLURRED_DTYPES)}")
+    if options.sharp_dtype not in ("uint8", "uint16"):
+        raise OptionError("sharp_dtype", "must be uint8 or uint16")
+    if options.compression not in ("lzf", "gzip", "none"):
+        raise OptionError(
+            "--compression", f"must be lzf, gzip or none, got {options.compression!r}"
+        )
+    return replace(
+        options,
+        count=count,
+        image_size=image_size,
+        psf_size=psf_size,
+        seed=seed,
+        downscale=downscale,
+        num_samples=num_samples,
+        length=length,
+        min_length=min_length,
+        exposures=exposures,
+        lams=lams,
+        sigmas=sigmas,
+        shard_size=_positive_int("--shard-size", options.shard_size),
+    )
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A parsed ``--kernel`` value of fixed mode."""
+
+    kind: str  # "random", "disk", "linear" or "file"
+    radius: float = math.nan
+    length: float = math.nan
+    angle_degrees: float | None = None
+    path: str = ""
+
+
+def parse_kernel_spec(spec: str) -> KernelSpec:
+    """Parse ``random``, ``disk:R``, ``linear:L[:degrees]`` or a file path.
+
+    Raises
+    ------
+    OptionError
+        For a malformed value, or a path that does not exist.
+    """
+    if spec == "random":
+        return KernelSpec("random")
+    head, _, rest = spec.partition(":")
+    try:
+        if head == "disk":
+            return KernelSpec("disk", radius=_positive_float("--kernel", float(rest)))
+        if head == "linear":
+            length, _, angle = rest.partition(":")
+            return KernelSpec(
+                "linear",
+                length=_positive_float("--kernel", float(length)),
+                angle_degrees=float(angle) if angle else None,
+            )
+    except ValueError as error:
+        raise OptionError("--kernel", f"cannot parse {spec!r}: {error}") from None
+    if not Path(spec).is_file():
+        raise OptionError(
+            "--kernel",
+            f"{spec!r} is neither random, disk:R, linear:L[:degrees] nor an existing kernel file",
+        )
+    return KernelSpec("file", path=spec)
+
+
+def _angle_radians(degrees: float | None, rng: np.random.Generator) -> float:
+    return 2 * math.pi * rng.random() if degrees is None else math.radians(degrees)
+
+
+_NAN_PARAMETERS = dict.fromkeys(
+    ("length", "anxiety", "centripetal", "gaussian", "freq_big_shakes"), math.nan
+)
+
+
+class SampleMaker:
+    """Makes sample ``i`` of a dataset: the function that every worker and every shard shares.
+
+    Parameters
+    ----------
+    options : DatasetOptions
+        Resolved options (see :func:`resolve_options`).
+    sources : sequence of SourceImage
+        The usable source images, in the manifest's order.
+
+    Attributes
+    ----------
+    trajectory : Trajectory or None
+        The dataset-wide trajectory (fixed mode with a random or linear kernel, and tsweep).
+    kernels : dict of float to ndarray
+        The dataset-wide kernel of each exposure (fixed and tsweep modes).
+    redraws : int
+        Trajectory redraws spent on the dataset-wide kernel.
+    """
+
+    def __init__(self, options: DatasetOptions, sources: Sequence[SourceImage]):
+        if not sources:
+            raise ValueError("no usable source images")
+        self.options = options
+        self.sources = list(sources)
+        self.trajectory: Trajectory | None = None
+        self.kernels: dict[float, np.ndarray] = {}
+        self.redraws = 0
+        self._kernel_parameters = dict(_NAN_PARAMETERS)
+        if options.mode in ("fixed", "tsweep"):
+            self._prepare_shared_kernel()
+        self._load = lru_cache(maxsize=16)(self._load_uncached)
+
+    def _trajectory_overrides(self) -> dict[str, Any]:
+        return {
+            "num_samples": self.options.num_samples,
+            "anxiety": self.options.anxiety,
+            "centripetal": self.options.centripetal,
+            "gaussian": self.options.gaussian,
+            "freq_big_shakes": self.options.freq_big_shakes,
+            "alignment": self.options.alignment,
+        }
+
+    def _prepare_shared_kernel(self) -> None:
+        options = self.options
+        rng = dataset_rng(options.seed)
+        exposures = options.exposures
+        if options.mode == "fixed":
+            spec = parse_kernel_spec(options.kernel)
+            if spec.kind == "disk":
+                self.kernels = {1.0: disk_kernel(spec.radius, options.psf_size)}
+                return
+            if spec.kind == "file":
+                self.kernels = {1.0: load_kernel(spec.path, options.psf_size)}
+                return
+            source = "linear" if spec.kind == "linear" else "random"
+            length = spec.length if spec.kind == "linear" else options.length
+            angle_degrees = spec.angle_degrees
+        else:
+            source = options.trajectory
+            length = options.length
+            angle_degrees = options.angle
+        if source == "random":
+            angle = None if options.angle is None else math.radians(options.angle)
+            overrides = self._trajectory_overrides()
+            drawn = random_psf(
+                rng, options.psf_size, list(exposures), length=length, angle=angle, **overrides
+            )
+            self.trajectory, self.redraws = drawn.trajectory, drawn.redraws
+        elif source == "linear":
+            angle = _angle_radians(angle_degrees, rng)
+            self.trajectory = linear_trajectory(length, angle, num_samples=options.num_samples)
+        else:
+            positions = np.load(source, allow_pickle=False)
+            if positions.ndim != 1 or not np.iscomplexobj(positions):
+                raise OptionError("--trajectory", f"{source} must hold a 1-D complex array")
+            self.trajectory = Trajectory(
+                positions=positions.astype(np.complex128),
+                length=float(np.abs(np.diff(positions)).sum()),
+                anxiety=math.nan,
+                centripetal=math.nan,
+                gaussian=math.nan,
+                freq_big_shakes=math.nan,
+                angle=math.nan,
+                num_shakes=0,
+            )
+        self.kernels = {
+            t: psf_from_trajectory(
+                self.trajectory, options.psf_size, t, alignment=options.alignment
+            )
+            for t in exposures
+        }
+        self._kernel_parameters = self.trajectory.parameters()
+
+    def _load_uncached(self, source_index: int) -> np.ndarray:
+        image = load_image(
+            self.sources[source_index],
+            channels=self.options.channels,
+            downscale=self.options.downscale,
+        )
+        if self.options.sharp_dtype == "uint16" and image.dtype == np.uint8:
+            image = image.astype(np.uint16) * 257  # 8-bit to 16-bit, exact: 255 -> 65535
+        return image
+
+    def _choose_crop(
+        self, rng: np.random.Generator, shape: tuple[int, int]
+    ) -> tuple[int, int, int, int]:
+        # Keep the kernel's reach inside the image where it is large enough, so that the blur
+        # sees real pixels and reflection padding is the exception (spec section 3).
+        size, kernel = self.options.image_size, self.options.psf_size
+        before, after = kernel - 1 - kernel // 2, kernel // 2
+        inner = (shape[0] - before - after, shape[1] - before - after)
+        if min(inner) < size:
+            return choose_crop(rng, shape, size, self.options.crop)
+        top, left, height, width = choose_crop(rng, inner, size, self.options.crop)
+        return top + before, left + before, height, width
+
+    def __call__(self, index: int, exposure: float | None = None) -> dict[str, Any]:
+        """Sample ``index``: a dict of the per-sample fields of the shard format, plus
+        ``redraws`` (trajectory redraws spent on it).
+
+        Parameters
+        ----------
+        index : int
+            Sample index in the whole dataset, >= 0.
+        exposure : float, optional
+            tsweep mode: the part's exposure T (one of ``options.exposures``).
+        """
+        options = self.options
+        rng = sample_rng(options.seed, index)
+        source_index = int(rng.integers(len(self.sources)))
+        image = self._load(source_index)
+        box = self._choose_crop(rng, image.shape[:2])
+        lam, sigma, redraws = math.inf, 0.0, 0
+        trajectory = self.trajectory
+        parameters = self._kernel_parameters
+        if options.mode == "fixed":
+            t = 1.0
+            kernel = self.kernels[1.0]
+            lam, sigma = options.lams[0], options.sigmas[0]
+        elif options.mode == "tsweep":
+            if exposure not in self.kernels:
+                raise ValueError(f"exposure {exposure!r} is not one of {list(self.kernels)}")
+            t, kernel = exposure, self.kernels[exposure]
+            lam, sigma = options.lams[0], options.sigmas[0]
+        else:
+            if options.mode == "random":
+                t = 1.0
+                length = rng.uniform(options.min_length, options.length)
+            else:
+                t = float(options.exposures[rng.integers(len(options.exposures))])
+                lam = float(options.lams[rng.integers(len(options.lams))])
+                sigma = float(options.sigmas[rng.integers(len(options.sigmas))])
+                length = options.length
+            angle = None if options.angle is None else math.radians(options.angle)
+            drawn = random_psf(
+                rng, options.psf_size, t, length=length, angle=angle, **self._trajectory_overrides()
+            )
+            kernel, trajectory, redraws = drawn.kernel, drawn.trajectory, drawn.redraws
+            parameters = trajectory.parameters()
+        blurred, padded = blur_crop(image, kernel, box)
+        degraded = add_noise(blurred, t, lam, sigma, rng)
+        top, left, height, width = box
+        sample = {
+            "sharp": image[top : top + height, left : left + width],
+            "blurred": _quantise(degraded, options.blurred_dtype),
+            "kernel": kernel.astype(np.float32),
+            "exposure": np.float32(t),
+            "lam": np.float32(lam),
+            "sigma": np.float32(sigma),
+            **{name: np.float32(value) for name, value in parameters.items()},
+            "index": np.int64(index),
+            "source": np.int32(source_index),
+            "crop": np.array(box, dtype=np.int32),
+            "padded": np.bool_(padded),
+            "redraws": redraws,
+        }
+        if options.store_trajectories:
+            positions = (
+                trajectory.positions
+                if trajectory is not None
+                else np.full(options.num_samples, complex(math.nan, math.nan))
+            )
+            sample["trajectory"] = positions.astype(np.complex64)
+        return sample
+
+
+def _quantise(image: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype.startswith("float"):
+        return image.astype(dtype)
+    scale = np.iinfo(dtype).max
+    return np.rint(image * scale).astype(dtype)

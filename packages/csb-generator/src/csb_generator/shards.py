@@ -1,0 +1,377 @@
+"""The on-disk dataset format: HDF5 shards and a JSON manifest (``shared/spec/shards.md``).
+
+A dataset folder holds ``shard-NNNNN.h5`` files and, written last, ``manifest.json``. A T-sweep
+folder holds one such dataset per exposure in ``T-<value>/`` sub-folders and a top-level manifest
+that lists them. Everything here is readable with plain h5py and json; this module adds atomic
+writing and a reader that is safe under multi-process data loaders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "DatasetFormatError",
+    "ShardDataset",
+    "TSweepDataset",
+    "open_dataset",
+    "read_manifest",
+    "sha256_file",
+    "shard_name",
+    "write_json_atomic",
+    "write_shard",
+]
+
+FORMAT_NAME = "csb-shards"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+#: Per-sample datasets in write order; every one has the sample axis first.
+SAMPLE_FIELDS = (
+    "sharp",
+    "blurred",
+    "kernel",
+    "exposure",
+    "lam",
+    "sigma",
+    "length",
+    "anxiety",
+    "centripetal",
+    "gaussian",
+    "freq_big_shakes",
+    "index",
+    "source",
+    "crop",
+    "padded",
+    "trajectory",
+)
+
+
+class DatasetFormatError(ValueError):
+    """A path is not a complete dataset of this format, or its files disagree with each other."""
+
+
+def shard_name(shard: int) -> str:
+    """File name of shard number ``shard``: ``shard-00000.h5`` and so on."""
+    return f"shard-{shard:05d}.h5"
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:  # some filesystems do not allow opening a directory
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_json_atomic(path: str | Path, document: Mapping[str, Any]) -> None:
+    """Write a JSON document so that ``path`` holds either the old or the complete new file."""
+    path = Path(path)
+    temporary = _temporary_name(path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, sort_keys=True, allow_nan=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_directory(path.parent)
+
+
+def write_shard(
+    path: str | Path,
+    arrays: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+    *,
+    compression: str | None = "lzf",
+) -> str:
+    """Write one shard atomically and return its SHA-256.
+
+    The file is written under a hidden temporary name in the same folder, flushed to disk, then
+    renamed, so a shard is visible under its final name only when complete. Object timestamps are
+    not recorded, so the same arrays give the same bytes.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final file name.
+    arrays : mapping of str to ndarray
+        Per-sample datasets, all with the same first (sample) axis length.
+    attrs : mapping
+        Root attributes (scalars or strings).
+    compression : {"lzf", "gzip", None}, optional
+        HDF5 filter. lzf (default) is fast and ships with h5py; gzip is readable by any HDF5.
+
+    Returns
+    -------
+    str
+        Hex SHA-256 of the written file.
+    """
+    path = Path(path)
+    lengths = {name: len(array) for name, array in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"datasets of one shard must share their sample count, got {lengths}")
+    temporary = _temporary_name(path)
+    try:
+        with h5py.File(temporary, "w", track_order=True) as handle:
+            for key, value in attrs.items():
+                handle.attrs[key] = value
+            for name, array in arrays.items():
+                array = np.asarray(array)
+                handle.create_dataset(
+                    name,
+                    data=array,
+                    chunks=(1, *array.shape[1:]) if array.ndim > 0 and len(array) else None,
+                    compression=compression if array.ndim > 1 else None,
+                    track_times=False,
+                )
+        with open(temporary, "rb+") as raw:
+            os.fsync(raw.fileno())
+        digest = sha256_file(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_directory(path.parent)
+    return digest
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """Read and check the manifest of a dataset folder.
+
+    Raises
+    ------
+    DatasetFormatError
+        If the folder has no manifest (the dataset is incomplete or not a dataset), the manifest is
+        not valid JSON, or it is of another format or a newer version.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        raise DatasetFormatError(f"{folder} is not a folder")
+    if not path.is_file():
+        raise DatasetFormatError(
+            f"{folder} has no {MANIFEST_NAME}: it is not a csb-generate dataset, or its generation "
+            "has not finished (rerun the same csb-generate command to complete it)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DatasetFormatError(f"cannot read {path}: {error}") from error
+    if manifest.get("format") != FORMAT_NAME:
+        raise DatasetFormatError(f"{path} is not a {FORMAT_NAME} manifest")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DatasetFormatError(
+            f"{path} has format version {version!r}; this reader supports up to {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+@dataclass(frozen=True)
+class _ShardEntry:
+    path: Path
+    first_index: int
+    count: int
+
+
+class ShardDataset:
+    """Random access to the samples of one dataset folder.
+
+    Files are opened lazily, once per process, and never inherited across ``fork`` or pickled for
+    ``spawn``, so one instance can be handed to a multi-worker PyTorch ``DataLoader``.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A folder with ``manifest.json`` and its shards.
+
+    Examples
+    --------
+    >>> dataset = open_dataset("shards/")                       # doctest: +SKIP
+    >>> sample = dataset[0]                                     # doctest: +SKIP
+    >>> sample["blurred"].shape, float(sample["kernel"].sum())  # doctest: +SKIP
+    ((64, 64, 3), 1.0)
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.manifest = read_manifest(self.folder)
+        entries = []
+        expected = 0
+        for shard in self.manifest["shards"]:
+            if shard["first_index"] != expected:
+                raise DatasetFormatError(f"{self.folder}: shards do not cover a contiguous range")
+            entries.append(_ShardEntry(self.folder / shard["file"], expected, shard["count"]))
+            expected += shard["count"]
+        if expected != self.manifest["count"]:
+            raise DatasetFormatError(f"{self.folder}: shard counts do not add up to the total")
+        missing = [str(entry.path) for entry in entries if not entry.path.is_file()]
+        if missing:
+            raise DatasetFormatError(f"{self.folder}: missing shard files {missing}")
+        self._entries = entries
+        self._starts = np.array([entry.first_index for entry in entries], dtype=np.int64)
+        self._handles: dict[int, h5py.File] = {}
+        self._owner_pid = os.getpid()
+
+    def __len__(self) -> int:
+        return int(self.manifest["count"])
+
+    @property
+    def exposure(self) -> float | None:
+        """The exposure T of a T-sweep part, or None for datasets with per-sample exposures."""
+        return self.manifest.get("exposure")
+
+    def _handle(self, shard: int) -> h5py.File:
+        if os.getpid() != self._owner_pid:  # forked: the parent's handles are not ours to use
+            self._handles = {}
+            self._owner_pid = os.getpid()
+        handle = self._handles.get(shard)
+        if handle is None:
+            handle = h5py.File(self._entries[shard].path, "r")
+            self._handles[shard] = handle
+        return handle
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        """Sample ``index`` as a dict of arrays (the per-sample datasets of the format)."""
+        if not isinstance(index, int | np.integer):
+            raise TypeError(f"sample index must be an integer, got {type(index).__name__}")
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError(f"sample {index} out of range for a dataset of {size}")
+        shard = int(np.searchsorted(self._starts, index, side="right") - 1)
+        offset = index - self._entries[shard].first_index
+        handle = self._handle(shard)
+        return {name: handle[name][offset] for name in handle}
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def close(self) -> None:
+        """Close the files this process opened."""
+        if os.getpid() == self._owner_pid:
+            for handle in self._handles.values():
+                handle.close()
+        self._handles = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._owner_pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"ShardDataset({str(self.folder)!r}, mode={self.manifest['mode']!r}, n={len(self)})"
+
+
+class TSweepDataset:
+    """A T-sweep: one :class:`ShardDataset` per exposure, sharing trajectory, crops and noise seeds.
+
+    Indexing runs over all parts in the manifest's order (part 0's samples first), for training one
+    model on every T; :attr:`parts` gives each exposure's dataset alone.
+
+    Attributes
+    ----------
+    manifest : dict
+        The top-level manifest.
+    parts : dict of float to ShardDataset
+        The dataset of each exposure T, in the manifest's order.
+    trajectory : ndarray of complex128
+        The trajectory shared by every part (positions in pixels).
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.manifest = read_manifest(self.folder)
+        self.parts = {
+            float(part["exposure"]): ShardDataset(self.folder / part["folder"])
+            for part in self.manifest["parts"]
+        }
+        self.trajectory = np.load(
+            self.folder / self.manifest["trajectory_file"], allow_pickle=False
+        )
+        self._sizes = np.cumsum([len(part) for part in self.parts.values()])
+
+    @property
+    def exposures(self) -> list[float]:
+        """The exposures T of the parts, in order."""
+        return list(self.parts)
+
+    def __len__(self) -> int:
+        return int(self._sizes[-1]) if len(self._sizes) else 0
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError(f"sample {index} out of range for a T-sweep of {size}")
+        part = int(np.searchsorted(self._sizes, index, side="right"))
+        start = 0 if part == 0 else int(self._sizes[part - 1])
+        return list(self.parts.values())[part][index - start]
+
+    def close(self) -> None:
+        """Close the files this process opened."""
+        for part in self.parts.values():
+            part.close()
+
+    def __repr__(self) -> str:
+        return f"TSweepDataset({str(self.folder)!r}, exposures={self.exposures})"
+
+
+def open_dataset(path: str | Path) -> ShardDataset | TSweepDataset:
+    """Open a dataset written by ``csb-generate``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The dataset folder (the ``--out`` of ``csb-generate``), or one ``T-*`` part of a T-sweep.
+
+    Returns
+    -------
+    ShardDataset or TSweepDataset
+        A T-sweep folder gives a :class:`TSweepDataset`; any other a :class:`ShardDataset`.
+
+    Raises
+    ------
+    DatasetFormatError
+        If the folder is not a complete dataset; the message says why.
+    """
+    manifest = read_manifest(path)
+    if "parts" in manifest:
+        return TSweepDataset(path)
+    return ShardDataset(path)
