@@ -18,14 +18,18 @@ import scipy.fft
 __all__ = ["blur", "blur_crop"]
 
 
-def _as_float_image(image: np.ndarray) -> np.ndarray:
+def _check_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim not in (2, 3) or 0 in image.shape:
         raise ValueError(f"an image must have shape (H, W) or (H, W, C), got {image.shape}")
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise ValueError(f"unsupported image dtype {image.dtype}")
+    return image
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
     if np.issubdtype(image.dtype, np.integer):
         return image.astype(np.float64) / np.iinfo(image.dtype).max
-    if not np.issubdtype(image.dtype, np.floating):
-        raise ValueError(f"unsupported image dtype {image.dtype}")
     return image.astype(np.float64, copy=False)
 
 
@@ -88,7 +92,7 @@ def blur_crop(
     >>> int(np.argmax(out[2])), padded
     (3, False)
     """
-    image = _as_float_image(image)
+    image = _check_image(image)
     kernel = _as_kernel(kernel)
     top, left, height, width = (int(v) for v in box)
     if height < 1 or width < 1 or top < 0 or left < 0:
@@ -105,7 +109,10 @@ def blur_crop(
         (max(0, -r0), max(0, r1 - image.shape[0])),
         (max(0, -c0), max(0, c1 - image.shape[1])),
     )
-    region = image[max(r0, 0) : min(r1, image.shape[0]), max(c0, 0) : min(c1, image.shape[1])]
+    # Only the region the kernel reaches is converted: sources can be far larger than a crop.
+    region = _as_float(
+        image[max(r0, 0) : min(r1, image.shape[0]), max(c0, 0) : min(c1, image.shape[1])]
+    )
     padded = any(p > 0 for pair in pads for p in pair)
     if padded:
         region = np.pad(region, pads + ((0, 0),) * (image.ndim - 2), mode="reflect")
@@ -130,5 +137,5 @@ def blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     --------
     blur_crop : blur one crop using the real image around it.
     """
-    image = _as_float_image(image)
+    image = _check_image(image)
     return blur_crop(image, kernel, (0, 0, image.shape[0], image.shape[1]))[0]

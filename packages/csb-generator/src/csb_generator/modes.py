@@ -22,14 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .blur import blur_crop
-from .images import SourceImage, choose_crop, load_image
+from .images import ImageCache, SourceImage, choose_crop
 from .noise import add_noise
 from .psf import (
     disk_kernel,
@@ -226,8 +225,8 @@ def resolve_options(mode: str, **given: Any) -> DatasetOptions:
     if length > limit:
         raise OptionError(
             "--length",
-            f"a {length:g} px trajectory does not fit a {psf_size} px kernel (at most {limit:g} px);"
-            " raise --psf-size or lower --length",
+            f"a {length:g} px trajectory does not fit a {psf_size} px kernel "
+            f"(at most {limit:g} px); raise --psf-size or lower --length",
         )
     min_length = _positive_float("--min-length", options.min_length)
     if mode == "random" and min_length > length:
@@ -380,7 +379,7 @@ class SampleMaker:
         self._kernel_parameters = dict(_NAN_PARAMETERS)
         if options.mode in ("fixed", "tsweep"):
             self._prepare_shared_kernel()
-        self._load = lru_cache(maxsize=16)(self._load_uncached)
+        self._images = ImageCache()
 
     def _trajectory_overrides(self) -> dict[str, Any]:
         return {
@@ -443,8 +442,8 @@ class SampleMaker:
         }
         self._kernel_parameters = self.trajectory.parameters()
 
-    def _load_uncached(self, source_index: int) -> np.ndarray:
-        image = load_image(
+    def _load(self, source_index: int) -> np.ndarray:
+        image = self._images.get(
             self.sources[source_index],
             channels=self.options.channels,
             downscale=self.options.downscale,
