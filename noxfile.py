@@ -1,0 +1,148 @@
+"""Developer and CI tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s docs``, ``nox -s build``.
+
+Sessions run on Python 3.11 by default. Another interpreter is chosen with nox's own option,
+e.g. ``nox -s tests --force-python 3.12`` (the GitHub workflow does this for its matrix).
+
+Every package directory under ``packages/`` (one holding a ``pyproject.toml``) is picked up
+automatically, so a new package needs no change here unless it wants extras installed for its
+tests (see ``TEST_EXTRAS``) or has dependencies it must never acquire (``FORBIDDEN_REQUIREMENTS``).
+"""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import zipfile
+from email.parser import HeaderParser
+from pathlib import Path
+
+import nox
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+# virtualenv seeds pip from its own wheels, so it also works on Pythons without ensurepip
+# (Debian's python3 without python3-venv), where the venv backend fails.
+nox.options.default_venv_backend = "virtualenv"
+# An interpreter nox cannot find is an error to fix on the machine, not something to download.
+nox.options.download_python = "never"
+nox.options.sessions = ["lint", "tests", "docs", "build"]
+
+PYTHON = "3.11"
+ROOT = Path(__file__).parent
+PACKAGES = sorted(p for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
+
+TEST_EXTRAS = {"csb-generator": "dask"}
+TEST_REQUIREMENTS = ["pytest>=8", "pytest-benchmark>=4", "matplotlib>=3.8", "scipy>=1.11"]
+# Pinned so that a new ruff release (new rules, new format style) cannot turn CI red on its own.
+RUFF = "ruff==0.17.6"
+DOCS_REQUIREMENTS = ["mkdocs>=1.6,<2", "mkdocstrings>=0.28", "mkdocstrings-python>=1.16"]
+BUILD_REQUIREMENTS = ["build>=1.2", "twine>=6.1"]
+
+# csb-generator must install on machines without PyTorch; diffdeblur is where torch belongs.
+FORBIDDEN_REQUIREMENTS = {"csb-generator": {"torch"}}
+
+
+def _install_specs() -> list[str]:
+    """Local paths (with extras) of every package, in one list so pip resolves them together."""
+    specs = []
+    for package in PACKAGES:
+        extra = TEST_EXTRAS.get(package.name)
+        spec = f"./{package.relative_to(ROOT).as_posix()}"
+        specs.append(f"{spec}[{extra}]" if extra else spec)
+    return specs
+
+
+def _import_names() -> list[str]:
+    """Top-level modules of every package (``src/<name>/__init__.py``)."""
+    return sorted(init.parent.name for p in PACKAGES for init in p.glob("src/*/__init__.py"))
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Install the packages as a user would (not editable) and run the whole test suite."""
+    session.install(*_install_specs(), *TEST_REQUIREMENTS)
+    session.run("pytest", *session.posargs)
+    # --pyargs collects the doctests from the installed copy of each package's sources: pointing
+    # pytest at src/ would import that tree in place of the installed one, so the doctests and
+    # the suite could see different code.
+    session.run("pytest", "--doctest-modules", "--pyargs", *_import_names())
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the repository."""
+    session.install(RUFF)
+    session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site; --strict turns broken links and orphan pages into errors."""
+    # mkdocstrings formats the separate signatures with ruff when it is installed.
+    session.install(*DOCS_REQUIREMENTS, RUFF, *_install_specs())
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+def _wheel_metadata(wheel: Path) -> tuple[str, list[Requirement]]:
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = HeaderParser().parsestr(archive.read(name).decode("utf-8"))
+    requirements = [Requirement(r) for r in metadata.get_all("Requires-Dist") or []]
+    return metadata["Name"], requirements
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """Build sdist and wheel of every package, check them, and install and import the wheels."""
+    session.install(*BUILD_REQUIREMENTS)
+    wheels = []
+    for package in PACKAGES:
+        outdir = ROOT / "dist" / package.name
+        # Stale artefacts from an older version would be checked and installed alongside.
+        shutil.rmtree(outdir, ignore_errors=True)
+        session.run(
+            "python", "-m", "build", "--sdist", "--wheel", "--outdir", str(outdir), str(package)
+        )
+        artefacts = sorted(str(p) for p in outdir.iterdir())
+        session.run("twine", "check", "--strict", *artefacts)
+        (wheel,) = outdir.glob("*.whl")
+        name, requirements = _wheel_metadata(wheel)
+        # An extra counts too: no `pip install csb-generator[...]` may pull torch in either.
+        forbidden = FORBIDDEN_REQUIREMENTS.get(canonicalize_name(name), set())
+        found = sorted(str(r) for r in requirements if canonicalize_name(r.name) in forbidden)
+        if found:
+            session.error(f"{wheel.name} must not require {', '.join(found)}")
+        wheels.append(wheel)
+
+    # All wheels in one call, so that a package depending on another gets the local build and
+    # not whatever an index holds under that name.
+    session.install(*map(str, wheels))
+    for wheel in wheels:
+        name, _ = _wheel_metadata(wheel)
+        module = canonicalize_name(name).replace("-", "_")
+        forbidden = sorted(FORBIDDEN_REQUIREMENTS.get(canonicalize_name(name), set()))
+        # -I keeps the working tree off sys.path, so this imports the installed wheel.
+        session.run(
+            "python",
+            "-I",
+            "-c",
+            f"import sys, {module}; "
+            f"assert 'site-packages' in {module}.__file__, {module}.__file__; "
+            f"bad = [m for m in {forbidden!r} if m in sys.modules]; "
+            f"assert not bad, f'importing {module} imported {{bad}}'; "
+            f"print('imported', {module}.__file__)",
+        )
+        for script in _console_scripts(wheel):
+            # --help imports the entry point's module, so a missing module or name fails here.
+            session.run(script, "--help", silent=True)
+
+
+def _console_scripts(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        names = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        text = archive.read(names[0]).decode("utf-8") if names else ""
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # script names are case-sensitive
+    parser.read_string(text)
+    return list(parser["console_scripts"]) if parser.has_section("console_scripts") else []
