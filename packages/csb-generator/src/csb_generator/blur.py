@@ -54,7 +54,8 @@ def _convolve_valid(region: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     kernel_spectrum = scipy.fft.rfft2(kernel, s=shape)
     if region.ndim == 3:
         kernel_spectrum = kernel_spectrum[:, :, None]
-    spectrum = scipy.fft.rfft2(region, s=shape, axes=(0, 1)) * kernel_spectrum
+    spectrum = scipy.fft.rfft2(region, s=shape, axes=(0, 1))
+    spectrum *= kernel_spectrum
     full = scipy.fft.irfft2(spectrum, s=shape, axes=(0, 1))
     return full[kh - 1 : height, kw - 1 : width]
 

@@ -101,16 +101,39 @@ def exposure_weights(num_samples: int, exposure: float) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _splat_bilinear(cols, rows, weights, psf_size):
+def _splat_exposed(cols, rows, exposure, psf_size, centre_whole_path):
+    """Weights, centring and bilinear splatting in two passes over the samples.
+
+    Returns the kernel divided by N and True, or an unfinished kernel and False when an exposed
+    sample falls off the grid (the caller raises: numba cannot build our exception).
+    """
+    n = cols.shape[0]
+    exposed_samples = exposure * n
+    total = 0.0
+    sum_cols = 0.0
+    sum_rows = 0.0
+    for t in range(n):
+        w = 1.0 if centre_whole_path else min(max(exposed_samples - t, 0.0), 1.0)
+        total += w
+        sum_cols += w * cols[t]
+        sum_rows += w * rows[t]
+    centre = psf_size // 2
+    shift_cols = centre - sum_cols / total
+    shift_rows = centre - sum_rows / total
     kernel = np.zeros((psf_size, psf_size), dtype=np.float64)
-    for t in range(cols.shape[0]):
-        w = weights[t]
+    last = psf_size - 1
+    for t in range(n):
+        w = min(max(exposed_samples - t, 0.0), 1.0)
         if w == 0.0:
-            continue
-        j = math.floor(cols[t])
-        i = math.floor(rows[t])
-        fc = cols[t] - j
-        fr = rows[t] - i
+            break  # weights never increase: every later sample is unexposed too
+        col = cols[t] + shift_cols
+        row = rows[t] + shift_rows
+        if col < 0.0 or row < 0.0 or col > last or row > last:
+            return kernel, False
+        j = math.floor(col)
+        i = math.floor(row)
+        fc = col - j
+        fr = row - i
         # A sample exactly on the last row/column has zero weight on the pixel beyond it.
         kernel[i, j] += w * (1.0 - fc) * (1.0 - fr)
         if fc > 0.0:
@@ -119,7 +142,7 @@ def _splat_bilinear(cols, rows, weights, psf_size):
             kernel[i + 1, j] += w * (1.0 - fc) * fr
             if fc > 0.0:
                 kernel[i + 1, j + 1] += w * fc * fr
-    return kernel
+    return kernel / n, True
 
 
 def _positions_of(trajectory: Trajectory | np.ndarray) -> np.ndarray:
@@ -185,25 +208,18 @@ def psf_from_trajectory(
         raise ValueError(
             f"alignment must be 'centre-of-mass' or 'common-origin', got {alignment!r}"
         )
-    num_samples = positions.shape[0]
-    weights = exposure_weights(num_samples, exposure)
-    reference = np.ones(num_samples) if alignment == "common-origin" else weights
-    centre_of_mass = np.dot(reference, positions) / reference.sum()
-    centre = psf_size // 2
-    shifted = positions + (complex(centre, centre) - centre_of_mass)
-    cols, rows = shifted.real.copy(), shifted.imag.copy()
-    exposed = weights > 0
-    low = min(cols[exposed].min(), rows[exposed].min())
-    high = max(cols[exposed].max(), rows[exposed].max())
-    if low < 0 or high > psf_size - 1:
-        extent_cols = np.ptp(cols[exposed])
-        extent_rows = np.ptp(rows[exposed])
+    cols = np.ascontiguousarray(positions.real)
+    rows = np.ascontiguousarray(positions.imag)
+    kernel, fits = _splat_exposed(cols, rows, exposure, psf_size, alignment == "common-origin")
+    if not fits:
+        exposed = exposure_weights(positions.shape[0], exposure) > 0
+        centre = psf_size // 2
         raise TrajectoryOutsideGrid(
-            f"the trajectory (extent {extent_cols:.2f} x {extent_rows:.2f} px for T={exposure:g}) "
-            f"does not fit a {psf_size}x{psf_size} kernel centred on pixel ({centre}, {centre}); "
-            "use a larger psf_size or a shorter trajectory"
+            f"the trajectory (extent {np.ptp(cols[exposed]):.2f} x {np.ptp(rows[exposed]):.2f} px "
+            f"for T={exposure:g}) does not fit a {psf_size}x{psf_size} kernel centred on pixel "
+            f"({centre}, {centre}); use a larger psf_size or a shorter trajectory"
         )
-    return _splat_bilinear(cols, rows, weights, psf_size) / num_samples
+    return kernel
 
 
 def random_psf(

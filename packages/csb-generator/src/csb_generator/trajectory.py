@@ -79,21 +79,30 @@ class Trajectory:
 
 @numba.njit(cache=True)
 def _integrate_path(step, anxiety, centripetal, gaussian, freq_big_shakes, v0, uniforms, normals):
+    # The pseudo-code's complex recurrence, written on (real, imaginary) pairs: numba's complex
+    # division and hypot-based abs cost twice the loop. Each real operation is the one CPython
+    # performs for the complex expression (float * complex scales both parts, complex / float
+    # divides both parts), so the positions are bit-identical to a complex-number transcription.
     n = uniforms.shape[0] + 1
     x = np.zeros(n, dtype=np.complex128)
-    v = v0 * anxiety
+    xr, xi = 0.0, 0.0
+    vr, vi = v0.real * anxiety, v0.imag * anxiety
     num_shakes = 0
     for t in range(n - 1):
+        shake_r, shake_i = 0.0, 0.0
         if uniforms[t, 0] < freq_big_shakes * anxiety:
-            shake = 2.0 * v * np.exp(1j * (np.pi + uniforms[t, 1] - 0.5))
+            phi = np.pi + uniforms[t, 1] - 0.5
+            c, s = math.cos(phi), math.sin(phi)
+            shake_r = 2.0 * vr * c - 2.0 * vi * s
+            shake_i = 2.0 * vr * s + 2.0 * vi * c
             num_shakes += 1
-        else:
-            shake = 0.0j
-        push = complex(normals[t, 0], normals[t, 1])
-        dv = shake + anxiety * (gaussian * push - centripetal * x[t]) * step
-        v = v + dv
-        v = v / abs(v) * step
-        x[t + 1] = x[t] + v
+        dv_r = shake_r + anxiety * (gaussian * normals[t, 0] - centripetal * xr) * step
+        dv_i = shake_i + anxiety * (gaussian * normals[t, 1] - centripetal * xi) * step
+        vr, vi = vr + dv_r, vi + dv_i
+        speed = math.hypot(vr, vi)
+        vr, vi = vr / speed * step, vi / speed * step
+        xr, xi = xr + vr, xi + vi
+        x[t + 1] = complex(xr, xi)
     return x, num_shakes
 
 
