@@ -69,7 +69,7 @@ def _print_builtin(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     if not value or ctx.resilient_parsing:
         return
     click.echo("Built-in photographs (shipped inside the scikit-image wheel):")
-    for photograph in BUILTIN_PHOTOGRAPHS:
+    for photograph in BUILTIN_PHOTOGRAPHS.values():
         click.echo(f"  skimage:{photograph.name:<20} {photograph}")
     ctx.exit(0)
 

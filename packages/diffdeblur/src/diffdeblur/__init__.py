@@ -1,0 +1,39 @@
+"""diffdeblur: conditional diffusion models that remove camera-shake blur.
+
+Train on ``csb-generate`` shards (or GoPro-style folders) with ``diffdeblur train``; in Python,
+build a :class:`Restorer` from a :func:`restorer_config`, train it with :func:`train`, and load a
+trained one with :func:`load_restorer`.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .checkpoint import CheckpointError, load_checkpoint, load_restorer, save_checkpoint
+from .config import VARIANTS, DiffusionConfig, RestorerConfig, UNetConfig, unet_variant
+from .diffusion import GaussianDiffusion
+from .restorer import Restorer, restorer_config
+from .samplers import ddim_sample, ddpm_sample
+from .unet import UNet
+
+try:
+    __version__ = version("diffdeblur")
+except PackageNotFoundError:  # a source tree that was not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "VARIANTS",
+    "CheckpointError",
+    "DiffusionConfig",
+    "GaussianDiffusion",
+    "Restorer",
+    "RestorerConfig",
+    "UNet",
+    "UNetConfig",
+    "__version__",
+    "ddim_sample",
+    "ddpm_sample",
+    "load_checkpoint",
+    "load_restorer",
+    "restorer_config",
+    "save_checkpoint",
+    "unet_variant",
+]

@@ -1,0 +1,107 @@
+"""Checkpoints: written atomically, read without running pickled code.
+
+A checkpoint is a ``torch.save`` file of plain containers, numbers, strings and tensors only: the
+model and EMA weights, the optimiser state, the step, the random-generator states, and the
+configurations as JSON-compatible dicts. It is therefore loaded with ``weights_only=True``, and a
+file that carries any other object (a crafted pickle payload, or a checkpoint of another program)
+is refused instead of executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import RestorerConfig
+from .restorer import Restorer
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "load_checkpoint",
+    "load_restorer",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "diffdeblur-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A file is not a readable diffdeblur checkpoint; the message names it and says why."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (temporary name, flush, rename).
+
+    Parameters
+    ----------
+    path : str or Path
+        Final file name; its folder must exist.
+    state : dict
+        Plain containers, numbers, strings and tensors only (what ``weights_only`` loading
+        accepts). ``format`` is added.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, damaged, carries objects other than tensors and plain data (it
+        is then never executed), or is not a diffdeblur checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"refused to load {path}: it holds objects other than tensors and plain data, which "
+            f"could run code ({error.__class__.__name__}: {str(error).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} file")
+    return state
+
+
+def load_restorer(
+    path: str | Path, map_location: str | torch.device = "cpu", *, ema: bool = True
+) -> Restorer:
+    """Rebuild the restorer of a checkpoint, in evaluation mode.
+
+    Parameters
+    ----------
+    path : str or Path
+    map_location : str or torch.device
+        Where to put the weights.
+    ema : bool
+        Use the EMA weights (default; what the thesis restores with), else the raw weights.
+    """
+    state = load_checkpoint(path, map_location)
+    try:
+        config = RestorerConfig.from_dict(state["restorer"])
+        weights = state["ema" if ema else "model"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} lacks a valid configuration or weights: {error}") from error
+    model = Restorer(config).to(map_location)
+    model.load_state_dict(weights)
+    return model.eval()

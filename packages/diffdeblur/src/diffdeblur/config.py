@@ -1,0 +1,214 @@
+"""Configuration of a restorer: the network, the diffusion, and what is diffused.
+
+One :class:`RestorerConfig` describes a trained model completely. It is saved in every checkpoint
+as plain JSON-compatible values (no pickled classes), so a checkpoint can be loaded with
+``torch.load(weights_only=True)`` and rebuilt from its configuration alone.
+
+The U-Net variants are named as the thesis's Table 1 and are presets of :class:`UNetConfig`; any
+field can be overridden, so variants combine (``improved`` is all of them at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+__all__ = [
+    "PARAMETRISATIONS",
+    "VARIANTS",
+    "DiffusionConfig",
+    "RestorerConfig",
+    "UNetConfig",
+    "unet_variant",
+]
+
+Parametrisation = Literal["sharp", "residual", "refine", "regression"]
+PARAMETRISATIONS: tuple[str, ...] = ("sharp", "residual", "refine", "regression")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of the noise-predicting U-Net (Ho et al. 2020, with the thesis's variants).
+
+    Attributes
+    ----------
+    in_channels : int
+        Channels of the network input: the noisy image plus the conditioning images stacked on
+        the channel axis (6 for an RGB ``x_t`` concatenated with an RGB blurred image).
+    out_channels : int
+        Channels of the output (the predicted noise, or the regression output).
+    base_channels : int
+        Channels at the first level; 128 in ``base``, 192 in ``wide``.
+    channel_mult : tuple of int
+        Channel multiplier per resolution level; one downsampling by 2 between levels.
+    num_res_blocks : int
+        Residual blocks per level.
+    attention_factors : tuple of int
+        Downsampling factors (1 = input resolution, 2, 4, ...) at which self-attention is applied.
+        Factors, not pixel sizes, so a model behaves the same on any input size: for 64 px
+        patches, factor 4 is the thesis's "attention at 16x16".
+    num_heads : int
+        Attention heads, used when ``head_channels`` is 0.
+    head_channels : int
+        Channels per attention head; when > 0 it overrides ``num_heads`` (``multihead``: 64).
+    dropout : float
+        Dropout probability in the residual blocks, in [0, 1).
+    resblock_updown : bool
+        BigGAN-style residual blocks for down- and upsampling (``biggan``).
+    scale_shift_norm : bool
+        Time conditioning by scale and shift of the normalised activations (AdaGN, ``biggan``)
+        instead of adding the time embedding.
+    global_skip : bool
+        Add the input's first ``out_channels`` channels to the output (a regression network that
+        predicts a correction of its input).
+    """
+
+    in_channels: int = 6
+    out_channels: int = 3
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attention_factors: tuple[int, ...] = (4,)
+    num_heads: int = 1
+    head_channels: int = 0
+    dropout: float = 0.1
+    resblock_updown: bool = False
+    scale_shift_norm: bool = False
+    global_skip: bool = False
+
+    @property
+    def downsampling(self) -> int:
+        """Total downsampling factor; inputs are padded internally to a multiple of it."""
+        return 2 ** (len(self.channel_mult) - 1)
+
+
+VARIANTS: dict[str, UNetConfig] = {
+    "base": UNetConfig(),
+    "wide": UNetConfig(base_channels=192),
+    "multihead": UNetConfig(head_channels=64),
+    "multires": UNetConfig(attention_factors=(2, 4, 8)),
+    "biggan": UNetConfig(resblock_updown=True, scale_shift_norm=True),
+    "improved": UNetConfig(
+        base_channels=192,
+        head_channels=64,
+        attention_factors=(2, 4, 8),
+        resblock_updown=True,
+        scale_shift_norm=True,
+    ),
+    # A CPU-sized network for tests, the demo and CPU-budget experiments (about 1.5M parameters).
+    "tiny": UNetConfig(
+        base_channels=32,
+        channel_mult=(1, 2, 2),
+        num_res_blocks=1,
+        attention_factors=(4,),
+        head_channels=32,
+        dropout=0.0,
+        resblock_updown=True,
+        scale_shift_norm=True,
+    ),
+}
+
+
+def unet_variant(name: str, **overrides: Any) -> UNetConfig:
+    """The U-Net preset ``name`` (a key of :data:`VARIANTS`) with fields overridden.
+
+    Examples
+    --------
+    >>> unet_variant("wide").base_channels
+    192
+    >>> unet_variant("tiny", dropout=0.1).dropout
+    0.1
+    """
+    if name not in VARIANTS:
+        raise ValueError(f"unknown U-Net variant {name!r}; choose from {', '.join(VARIANTS)}")
+    return replace(VARIANTS[name], **overrides)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The Gaussian diffusion process (Ho et al. 2020; cosine schedule of Nichol & Dhariwal 2021).
+
+    Attributes
+    ----------
+    timesteps : int
+        Number of diffusion steps T (1000 in the thesis).
+    schedule : {"linear", "cosine"}
+        Noise schedule of beta_t.
+    beta_start, beta_end : float
+        End points of the linear schedule (1e-4 and 0.02).
+    """
+
+    timesteps: int = 1000
+    schedule: Literal["linear", "cosine"] = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+
+@dataclass(frozen=True)
+class RestorerConfig:
+    """Everything needed to rebuild a trained restorer from a checkpoint.
+
+    Attributes
+    ----------
+    parametrisation : {"sharp", "residual", "refine", "regression"}
+        What the diffusion models. ``sharp`` (the thesis): the sharp image, conditioned on the
+        blurred one. ``residual``: ``residual_scale * (sharp - blurred)``; the restoration is
+        ``blurred + residual / residual_scale``. ``refine`` (predict-and-refine, Whang et al. 2022):
+        a regression U-Net with a global skip estimates the sharp image and the diffusion models
+        ``residual_scale * (sharp - estimate)``. ``regression``: the regression U-Net alone.
+    unet : UNetConfig
+        The denoising network (unused by ``regression``).
+    regressor : UNetConfig or None
+        The regression network of ``refine`` and ``regression`` (global skip, 3 input channels).
+    diffusion : DiffusionConfig
+    residual_scale : float
+        Scale of the residual that ``residual`` and ``refine`` diffuse, so that it spans a range
+        comparable to the unit-variance noise (residuals of [-1, 1] images are small).
+    image_channels : int
+        Channels of the images (3 = RGB).
+    """
+
+    parametrisation: Parametrisation = "sharp"
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    regressor: UNetConfig | None = None
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    residual_scale: float = 5.0
+    image_channels: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible nested dict (tuples become lists)."""
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> RestorerConfig:
+        """Rebuild from :meth:`to_dict`; unknown keys are an error (a newer or foreign file)."""
+        document = dict(document)
+        unet = _dataclass_from(UNetConfig, document.pop("unet"))
+        regressor = document.pop("regressor", None)
+        regressor = None if regressor is None else _dataclass_from(UNetConfig, regressor)
+        diffusion = _dataclass_from(DiffusionConfig, document.pop("diffusion"))
+        _check_keys(cls, document, exclude={"unet", "regressor", "diffusion"})
+        return cls(unet=unet, regressor=regressor, diffusion=diffusion, **document)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _check_keys(cls: type, document: dict[str, Any], exclude: set[str] = frozenset()) -> None:
+    known = {f.name for f in fields(cls)} - exclude
+    unknown = set(document) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+
+
+def _dataclass_from(cls: type, document: dict[str, Any]) -> Any:
+    _check_keys(cls, document)
+    values = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in document.items()
+    }
+    return cls(**values)

@@ -1,0 +1,506 @@
+"""Training: epochs of a fixed number of samples, EMA, warm-up, clipping, exact resume, DDP.
+
+One function, :func:`train`, runs a training described by a :class:`TrainConfig`, in one process
+or under ``torchrun`` (DistributedDataParallel: each rank reads its own share of every epoch and
+only rank 0 writes). A run folder holds:
+
+- ``checkpoint.pt``: model, EMA, optimiser, step, random states, configurations (atomic);
+- ``log.jsonl``: one JSON line per logged step;
+- ``loss.png``: the loss curve; ``val-NNNNNNN.png``: validation restorations
+  (blurred | restored | sharp) of held-out patches, restored with the EMA weights.
+
+Exactness: every random draw comes from a generator whose state is checkpointed (the batch order
+and patches from (seed, epoch), the diffusion draws from a dedicated generator, dropout from the
+global torch generator, saved too). On CPU a run stopped and resumed ends with the same weights as
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import distributed, nn
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import DiffusionConfig
+from .data import open_training_data, split_indices
+from .plots import save_loss_curve, save_restoration_grid
+from .restorer import Restorer, restorer_config
+
+__all__ = ["NonFiniteLoss", "TrainConfig", "TrainResult", "train"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.jsonl"
+#: Options that may change when a run is resumed; every other one must match the checkpoint.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "epochs",
+        "budget_minutes",
+        "max_steps",
+        "workers",
+        "checkpoint_every",
+        "validate_every",
+        "device",
+        "out",
+        "data",
+        "log_every",
+    }
+)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run (saved in its checkpoints).
+
+    Attributes
+    ----------
+    data : str
+        A csb-generate dataset folder or a GoPro-style paired folder.
+    out : str
+        Run folder.
+    parametrisation : {"sharp", "residual", "refine", "regression"}
+    variant : str
+        U-Net preset (``base``, ``wide``, ``multihead``, ``multires``, ``biggan``, ``improved``,
+        ``tiny``).
+    schedule : {"linear", "cosine"}
+    timesteps : int
+        Diffusion steps (1000 in the thesis).
+    residual_scale : float
+        Scale of the diffused residual (``residual``, ``refine``).
+    patch_size : int
+        Side of the random training patches in pixels (thesis: 64).
+    batch_size : int
+        Patches per optimiser step, over all processes.
+    epochs, samples_per_epoch : int
+        An epoch is ``samples_per_epoch`` patches drawn with replacement (thesis: 4000 x 1024).
+    lr : float
+        Adam learning rate after warm-up.
+    warmup_steps : int
+        Steps of linear learning-rate warm-up from 0.
+    ema_decay : float
+        EMA decay; the effective decay is ``min(ema_decay, (1 + step) / (10 + step))``, so an early
+        checkpoint's EMA already follows the weights.
+    grad_clip : float
+        Maximum gradient norm (0: no clipping).
+    amp : bool
+        Mixed precision (bfloat16 autocast on CPU, float16 with loss scaling on CUDA).
+    seed : int
+    workers : int
+        DataLoader worker processes per training process.
+    checkpoint_every, validate_every, log_every : int
+        Intervals in optimiser steps.
+    validation_fraction : float
+        Share of the dataset held out for the validation images, in (0, 1).
+    validation_images : int
+        Held-out patches shown in each validation grid.
+    validation_steps : int
+        DDIM steps used for the validation restorations.
+    budget_minutes : float or None
+        Wall-clock budget of this run: stop cleanly with a checkpoint when exceeded.
+    max_steps : int or None
+        Optimiser steps of this run at most (then stop with a checkpoint).
+    device : str
+        ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    """
+
+    data: str
+    out: str
+    parametrisation: str = "sharp"
+    variant: str = "base"
+    schedule: str = "linear"
+    timesteps: int = 1000
+    residual_scale: float = 5.0
+    patch_size: int = 64
+    batch_size: int = 16
+    epochs: int = 4000
+    samples_per_epoch: int = 1024
+    lr: float = 2e-4
+    warmup_steps: int = 500
+    ema_decay: float = 0.9999
+    grad_clip: float = 1.0
+    amp: bool = False
+    seed: int = 0
+    workers: int = 0
+    checkpoint_every: int = 500
+    validate_every: int = 1000
+    log_every: int = 10
+    validation_fraction: float = 0.05
+    validation_images: int = 4
+    validation_steps: int = 20
+    budget_minutes: float | None = None
+    max_steps: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        positive = (
+            "timesteps",
+            "patch_size",
+            "batch_size",
+            "epochs",
+            "samples_per_epoch",
+            "checkpoint_every",
+            "validate_every",
+            "log_every",
+            "validation_steps",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.lr <= 0 or self.residual_scale <= 0:
+            raise ValueError("--lr and --residual-scale must be > 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("--ema-decay must be in [0, 1)")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError("--validation-fraction must be in (0, 1)")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or self.workers < 0:
+            raise ValueError("--warmup-steps, --grad-clip and --workers must be >= 0")
+        if self.budget_minutes is not None and self.budget_minutes <= 0:
+            raise ValueError("--budget-minutes must be > 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("--max-steps must be >= 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError("--device must be auto, cpu or cuda")
+
+
+@dataclass
+class TrainResult:
+    """How a run ended."""
+
+    step: int
+    total_steps: int
+    stopped_by: str  # "finished", "budget" or "max_steps"
+    checkpoint: Path
+    last_loss: float
+
+
+@dataclass
+class _Context:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+
+def _distributed_context(device_option: str) -> _Context:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device_option == "auto":
+        device_option = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_option == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if world == 1:
+        return _Context(0, 1, torch.device(device_option))
+    if not distributed.is_initialized():
+        distributed.init_process_group("nccl" if device_option == "cuda" else "gloo")
+    rank = distributed.get_rank()
+    if device_option == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return _Context(rank, world, torch.device("cuda", local))
+    return _Context(rank, world, torch.device("cpu"))
+
+
+def _epoch_indices(seed: int, epoch: int, dataset_size: int, count: int) -> torch.Tensor:
+    """The samples of one epoch: ``count`` indices from permutations of the dataset, one after
+    the other, so that no sample repeats until all have been seen (a repeated index in one epoch
+    would give the identical patch)."""
+    state = np.random.SeedSequence(seed, spawn_key=(epoch,)).generate_state(1, np.uint64)[0]
+    generator = torch.Generator().manual_seed(int(state))
+    rounds = -(-count // dataset_size)
+    order = [torch.randperm(dataset_size, generator=generator) for _ in range(rounds)]
+    return torch.cat(order)[:count]
+
+
+def _learning_rate(config: TrainConfig, step: int) -> float:
+    if config.warmup_steps == 0:
+        return config.lr
+    return config.lr * min(1.0, (step + 1) / config.warmup_steps)
+
+
+@torch.no_grad()
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for ema_value, value in zip(
+        ema.state_dict().values(), model.state_dict().values(), strict=True
+    ):
+        if ema_value.dtype.is_floating_point:
+            ema_value.lerp_(value, 1.0 - decay)
+        else:
+            ema_value.copy_(value)
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    changed = [
+        name
+        for name in (f.name for f in fields(TrainConfig))
+        if name not in RESUMABLE_CHANGES and saved.get(name) != getattr(config, name)
+    ]
+    if changed:
+        details = ", ".join(f"{n}: {saved.get(n)!r} -> {getattr(config, n)!r}" for n in changed)
+        raise ValueError(f"--resume: options differ from the run in {path}: {details}")
+
+
+def _grid_batch(dataset, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    items = [dataset[i] for i in range(min(count, len(dataset)))]
+    blurred = torch.stack([item["blurred"] for item in items])
+    sharp = torch.stack([item["sharp"] for item in items])
+    return blurred, sharp
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Run (or resume) a training.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    resume : bool
+        Continue the run in ``config.out`` from its checkpoint. Without it, a folder that already
+        holds a checkpoint is an error (nothing is overwritten).
+    progress : bool
+        Show a progress bar (rank 0).
+    on_log : callable, optional
+        Called with each log record (rank 0).
+
+    Raises
+    ------
+    ValueError
+        For a data path that is not a dataset, a run folder conflict, or options that differ from
+        the run being resumed.
+    NonFiniteLoss
+        When the loss stops being finite; the last checkpoint is kept unchanged.
+    """
+    context = _distributed_context(config.device)
+    out = Path(config.out)
+    checkpoint_path = out / CHECKPOINT_NAME
+    if checkpoint_path.exists() and not resume:
+        raise ValueError(
+            f"{out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it or "
+            "choose another --out"
+        )
+    if resume and not checkpoint_path.exists():
+        raise ValueError(f"--resume: {checkpoint_path} does not exist")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+
+    dataset = open_training_data(config.data, config.patch_size, seed=config.seed)
+    if len(dataset) < 2:
+        raise ValueError(f"{config.data} holds {len(dataset)} sample(s); training needs at least 2")
+    train_indices, validation_indices = split_indices(
+        len(dataset), config.validation_fraction, config.seed
+    )
+    training = open_training_data(
+        config.data, config.patch_size, seed=config.seed, indices=train_indices
+    )
+    # Central, unflipped validation patches: the same images at every validation.
+    validation = open_training_data(
+        config.data,
+        config.patch_size,
+        seed=config.seed,
+        indices=validation_indices,
+        flips=False,
+        crop="center",
+    )
+
+    restorer = Restorer(
+        restorer_config(
+            config.parametrisation,
+            config.variant,
+            diffusion=DiffusionConfig(timesteps=config.timesteps, schedule=config.schedule),
+            residual_scale=config.residual_scale,
+        )
+    ).to(context.device)
+    ema = copy.deepcopy(restorer).requires_grad_(False)
+    optimiser = torch.optim.Adam(restorer.parameters(), lr=config.lr)
+    # Dropout draws from torch's global generator (nn.Dropout takes no generator); it is seeded
+    # here and checkpointed, which keeps runs reproducible and resumable.
+    torch.manual_seed(config.seed * 1009 + context.rank)
+    noise = torch.Generator(context.device).manual_seed(config.seed * 1013 + context.rank)
+    step = 0
+    if resume:
+        state = load_checkpoint(checkpoint_path, context.device)
+        _check_resumable(state["train"], config, checkpoint_path)
+        restorer.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimiser.load_state_dict(state["optimiser"])
+        step = int(state["step"])
+        noise.set_state(state["rng"]["noise"][context.rank].cpu())
+        torch.set_rng_state(state["rng"]["torch"][context.rank].cpu())
+    model: nn.Module = restorer
+    if context.world > 1:
+        model = nn.parallel.DistributedDataParallel(restorer)
+
+    per_rank = config.batch_size // context.world
+    if per_rank * context.world != config.batch_size:
+        raise ValueError(
+            f"--batch-size {config.batch_size} must be a multiple of the {context.world} processes"
+        )
+    steps_per_epoch = config.samples_per_epoch // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError("--samples-per-epoch must be at least --batch-size")
+    total_steps = config.epochs * steps_per_epoch
+    scaler = torch.amp.GradScaler(enabled=config.amp and context.device.type == "cuda")
+    autocast_dtype = torch.float16 if context.device.type == "cuda" else torch.bfloat16
+
+    if context.writes:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(
+            json.dumps({"train": asdict(config), "restorer": restorer.config.to_dict()}, indent=2)
+        )
+    grid_blurred, grid_sharp = _grid_batch(validation, config.validation_images)
+    log_path = out / LOG_NAME
+
+    def save(step_done: int) -> None:
+        noise_states = [noise.get_state()]
+        torch_states = [torch.get_rng_state()]
+        if context.world > 1:
+            noise_states = [torch.empty_like(noise_states[0]) for _ in range(context.world)]
+            torch_states = [torch.empty_like(torch_states[0]) for _ in range(context.world)]
+            distributed.all_gather_object(noise_states, noise.get_state())
+            distributed.all_gather_object(torch_states, torch.get_rng_state())
+        if not context.writes:
+            return
+        save_checkpoint(
+            checkpoint_path,
+            {
+                "model": restorer.state_dict(),
+                "ema": ema.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "step": step_done,
+                "rng": {"noise": noise_states, "torch": torch_states},
+                "train": asdict(config),
+                "restorer": restorer.config.to_dict(),
+            },
+        )
+        save_loss_curve(log_path, out / "loss.png")
+
+    bar = None
+    if progress and context.writes:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True)
+    started = time.monotonic()
+    run_steps, last_loss, stopped_by = 0, math.nan, "finished"
+    window_start, window_samples = time.monotonic(), 0
+    try:
+        while step < total_steps:
+            epoch, first_batch = divmod(step, steps_per_epoch)
+            order = _epoch_indices(
+                config.seed, epoch, len(training), steps_per_epoch * config.batch_size
+            )
+            mine = order.view(steps_per_epoch, context.world, per_rank)[first_batch:, context.rank]
+            training.set_epoch(epoch)
+            loader = DataLoader(
+                training,
+                batch_size=per_rank,
+                sampler=mine.flatten().tolist(),
+                num_workers=config.workers,
+                # A private generator: the loader's seed draw must not move the global generator,
+                # or dropout would depend on where a run was resumed.
+                generator=torch.Generator(),
+            )
+            for batch in loader:
+                blurred = batch["blurred"].to(context.device)
+                sharp = batch["sharp"].to(context.device)
+                for group in optimiser.param_groups:
+                    group["lr"] = _learning_rate(config, step)
+                with torch.autocast(context.device.type, dtype=autocast_dtype, enabled=config.amp):
+                    loss, parts = model(blurred, sharp, noise)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(
+                        f"the loss is {float(loss)} at step {step}; stopped. The last checkpoint "
+                        f"({checkpoint_path}) is kept; lower --lr or enable --grad-clip"
+                    )
+                optimiser.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.grad_clip > 0:
+                    scaler.unscale_(optimiser)
+                    nn.utils.clip_grad_norm_(restorer.parameters(), config.grad_clip)
+                scaler.step(optimiser)
+                scaler.update()
+                _update_ema(ema, restorer, min(config.ema_decay, (1 + step) / (10 + step)))
+                step += 1
+                run_steps += 1
+                last_loss = float(loss.detach())
+                window_samples += config.batch_size
+                if context.writes and (step % config.log_every == 0 or step == total_steps):
+                    now = time.monotonic()
+                    record = {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": last_loss,
+                        **parts,
+                        "lr": _learning_rate(config, step - 1),
+                        "samples_per_s": window_samples / max(now - window_start, 1e-9),
+                        "elapsed_s": now - started,
+                    }
+                    window_start, window_samples = now, 0
+                    with open(log_path, "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                    if on_log is not None:
+                        on_log(record)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+                if step % config.checkpoint_every == 0:
+                    save(step)
+                if context.writes and step % config.validate_every == 0:
+                    _validate(ema, grid_blurred, grid_sharp, config, out / f"val-{step:07d}.png")
+                if step >= total_steps:
+                    break
+                over_budget = (
+                    config.budget_minutes is not None
+                    and time.monotonic() - started > 60 * config.budget_minutes
+                )
+                if context.world > 1:  # every rank must stop at the same step
+                    flag = torch.tensor([float(over_budget)])
+                    distributed.all_reduce(flag, op=distributed.ReduceOp.MAX)
+                    over_budget = bool(flag.item())
+                if over_budget:
+                    stopped_by = "budget"
+                    break
+                if config.max_steps is not None and run_steps >= config.max_steps:
+                    stopped_by = "max_steps"
+                    break
+            if stopped_by != "finished":
+                break
+        save(step)
+        if context.writes:
+            _validate(ema, grid_blurred, grid_sharp, config, out / f"val-{step:07d}.png")
+    finally:
+        if bar is not None:
+            bar.close()
+    return TrainResult(step, total_steps, stopped_by, checkpoint_path, last_loss)
+
+
+@torch.no_grad()
+def _validate(
+    ema: Restorer, blurred: torch.Tensor, sharp: torch.Tensor, config: TrainConfig, path: Path
+) -> None:
+    device = next(ema.parameters()).device
+    generator = torch.Generator(device).manual_seed(config.seed)
+    restored = ema.restore(
+        blurred.to(device), sampler="ddim", steps=config.validation_steps, generator=generator
+    )
+    save_restoration_grid(path, blurred, restored.cpu(), sharp, title=f"step {path.stem[4:]}")
