@@ -13,12 +13,15 @@ uninterrupted one. ``manifest.json`` is written last: a folder without it is inc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import multiprocessing
 import shutil
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -111,6 +114,8 @@ class GenerationPlan:
     kept: int
     is_part: bool
     fingerprint: str
+    maker: SampleMaker
+    input_files: dict[str, dict[str, str]]
 
     @property
     def samples_to_write(self) -> int:
@@ -132,9 +137,22 @@ class GenerationReport:
     padded: int = 0
 
 
-def _fingerprint(options: DatasetOptions, sources: Sequence[SourceImage]) -> str:
+def _input_files(maker: SampleMaker) -> dict[str, dict[str, str]]:
+    return {
+        name: {"path": path, "sha256": sha256_file(path)}
+        for name, path in maker.input_files().items()
+    }
+
+
+def _fingerprint(
+    options: DatasetOptions, sources: Sequence[SourceImage], input_files: dict[str, dict]
+) -> str:
+    # Contents, not paths: the same kernel file moved is the same dataset, an edited one is not.
     document = {
-        "options": options.to_json(),
+        "options": {**options.to_json(), "kernel": None, "trajectory": None},
+        "kernel_spec": options.kernel if "kernel" not in input_files else None,
+        "trajectory_spec": options.trajectory if "trajectory" not in input_files else None,
+        "input_files": {name: entry["sha256"] for name, entry in input_files.items()},
         "sources": [[source.key, source.sha256] for source in sources],
     }
     text = json.dumps(document, sort_keys=True, allow_nan=True)
@@ -252,14 +270,15 @@ def plan_generation(
     csb_generator.images.SourceError
         If the source folder is missing or unreadable, or no usable image remains.
     """
-    out = Path(out)
+    # Absolute: dask workers and job-array tasks may run in other working directories.
+    out = Path(out).absolute()
     if (shard_index is None) != (num_shards is None):
         raise ValueError("--shard-index and --num-shards go together")
     if num_shards is not None and not (num_shards >= 1 and 0 <= shard_index < num_shards):
         raise ValueError(f"--shard-index must be in [0, {num_shards}) and --num-shards >= 1")
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file, not a folder")
-    root = None if source_root is None else Path(source_root)
+    root = None if source_root is None else Path(source_root).absolute()
     scan = scan_sources(root, image_size=options.image_size, downscale=options.downscale)
     if not scan.usable:
         where = "the built-in photographs" if root is None else str(root)
@@ -270,7 +289,11 @@ def plan_generation(
         )
     if any(source.bit_depth == 16 for source in scan.usable):
         options = replace(options, sharp_dtype="uint16")
-    fingerprint = _fingerprint(options, scan.usable)
+    # The shared kernel is made before the output folder is touched: an impossible kernel is a
+    # usage error that must not leave a half-prepared folder behind.
+    maker = SampleMaker(options, scan.usable)
+    input_files = _input_files(maker)
+    fingerprint = _fingerprint(options, scan.usable, input_files)
     _check_output(out, fingerprint, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if shard_index is None:  # a lone run owns the folder: temporaries left by a kill are stale
@@ -308,6 +331,8 @@ def plan_generation(
         kept=kept,
         is_part=shard_index is not None,
         fingerprint=fingerprint,
+        maker=maker,
+        input_files=input_files,
     )
 
 
@@ -342,8 +367,29 @@ _WORKER_PROGRESS: Any = None
 
 def _init_worker(options: DatasetOptions, sources: list[SourceImage], progress: Any) -> None:
     global _WORKER_MAKER, _WORKER_PROGRESS
+    # Ctrl-C reaches the whole process group; the parent alone decides what stops (see
+    # _interrupt_flag), so a worker finishes its shard instead of dying inside numba code.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_MAKER = SampleMaker(options, sources)
     _WORKER_PROGRESS = progress
+
+
+@contextlib.contextmanager
+def _interrupt_flag() -> Iterator[threading.Event]:
+    """Turn Ctrl-C into a flag that the generation loops check between samples.
+
+    A KeyboardInterrupt raised inside numba-compiled code surfaces as a SystemError; checking a
+    flag at safe points stops cleanly instead, with no shard half-built.
+    """
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def write_shard_task(
@@ -351,10 +397,16 @@ def write_shard_task(
     fingerprint: str,
     task: ShardTask,
     on_sample: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Generate and write one shard, then record its hash; returns the record."""
+    """Generate and write one shard, then record its hash; returns the record.
+
+    Raises KeyboardInterrupt, before anything is written, when ``stop`` is set.
+    """
     samples = []
     for index in range(task.first_index, task.first_index + task.count):
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         samples.append(maker(index, task.exposure))
         if on_sample is not None:
             on_sample()
@@ -430,6 +482,7 @@ def _write_manifests(plan: GenerationPlan, maker: SampleMaker) -> tuple[Path, in
         if plan.source_root is None
         else str(plan.source_root),
         "sources": sources,
+        "input_files": plan.input_files,
         "skipped": {
             "count": len(plan.skipped),
             "inputs": [{"key": key, "reason": reason} for key, reason in plan.skipped],
@@ -525,16 +578,18 @@ def run_generation(
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     report = GenerationReport(out=plan.out, shards_kept=plan.kept, skipped=plan.skipped)
-    maker = SampleMaker(plan.options, plan.sources)
+    maker = plan.maker
     tick = progress or (lambda count: None)
-    if scheduler is not None:
-        records = _run_on_dask(plan, scheduler, tick)
-    elif workers == 1 or len(plan.tasks) <= 1:
-        records = [
-            write_shard_task(maker, plan.fingerprint, task, lambda: tick(1)) for task in plan.tasks
-        ]
-    else:
-        records = _run_in_pool(plan, workers, tick)
+    with _interrupt_flag() as stop:
+        if scheduler is not None:
+            records = _run_on_dask(plan, scheduler, tick, stop)
+        elif workers == 1 or len(plan.tasks) <= 1:
+            records = [
+                write_shard_task(maker, plan.fingerprint, task, lambda: tick(1), stop)
+                for task in plan.tasks
+            ]
+        else:
+            records = _run_in_pool(plan, workers, tick, stop)
     report.shards_written = len(records)
     report.samples_written = sum(record["count"] for record in records)
     if plan.is_part:
@@ -556,7 +611,7 @@ def run_generation(
 
 
 def _run_in_pool(
-    plan: GenerationPlan, workers: int, tick: Callable[[int], None]
+    plan: GenerationPlan, workers: int, tick: Callable[[int], None], stop: threading.Event
 ) -> list[dict[str, Any]]:
     # spawn: the parent may hold threads (progress bars) and open HDF5 files, which fork copies.
     context = multiprocessing.get_context("spawn")
@@ -572,6 +627,8 @@ def _run_in_pool(
         pending = set(futures)
         try:
             while pending:
+                if stop.is_set():  # shards being written finish; the others never start
+                    raise KeyboardInterrupt
                 _drain(queue, tick, timeout=0.1)
                 done = {future for future in pending if future.done()}
                 records.extend(future.result() for future in done)
@@ -599,7 +656,7 @@ def _drain(queue: Any, tick: Callable[[int], None], timeout: float) -> None:
 
 
 def _run_on_dask(
-    plan: GenerationPlan, scheduler: str, tick: Callable[[int], None]
+    plan: GenerationPlan, scheduler: str, tick: Callable[[int], None], stop: threading.Event
 ) -> list[dict[str, Any]]:
     try:
         from dask.distributed import Client
@@ -617,6 +674,9 @@ def _run_on_dask(
             for task in plan.tasks
         ]
         for future in dask_as_completed(futures):
+            if stop.is_set():
+                client.cancel(futures)
+                raise KeyboardInterrupt
             record = future.result()
             records.append(record)
             tick(record["count"])

@@ -121,8 +121,8 @@ class DatasetOptions:
         Also store each sample's trajectory (complex64).
     shard_size : int
         Samples per shard file.
-    compression : {"lzf", "gzip", "none"}
-        HDF5 filter of the image datasets.
+    compression : {"gzip", "lzf", "none"}
+        HDF5 filter of the image datasets (gzip level 1 by default: deterministic bytes).
     """
 
     mode: str
@@ -151,7 +151,7 @@ class DatasetOptions:
     sharp_dtype: str = "uint8"
     store_trajectories: bool = False
     shard_size: int = 256
-    compression: str = "lzf"
+    compression: str = "gzip"
 
     def to_json(self) -> dict[str, Any]:
         """The options as JSON-ready values (inf kept as the float inf)."""
@@ -262,23 +262,25 @@ def resolve_options(mode: str, **given: Any) -> DatasetOptions:
         raise OptionError("--lam/--sigma", f"{mode} mode takes one value of each")
     if mode == "tsweep" and len(set(exposures)) != len(exposures):
         raise OptionError("--exposure", "T-sweep exposures must be distinct")
-    if mode == "fixed":
-        parse_kernel_spec(options.kernel)
-    if mode == "tsweep" and options.trajectory not in ("random", "linear"):
-        if not Path(options.trajectory).is_file():
+    kernel, trajectory = options.kernel, options.trajectory
+    if mode == "fixed" and parse_kernel_spec(kernel).kind == "file":
+        kernel = str(Path(kernel).absolute())  # workers elsewhere resolve relative paths wrongly
+    if mode == "tsweep" and trajectory not in ("random", "linear"):
+        if not Path(trajectory).is_file():
             raise OptionError(
                 "--trajectory",
-                f"must be 'random', 'linear' or an existing .npy file, got {options.trajectory!r}",
+                f"must be 'random', 'linear' or an existing .npy file, got {trajectory!r}",
             )
+        trajectory = str(Path(trajectory).absolute())
     if options.alignment not in ("centre-of-mass", "common-origin"):
         raise OptionError("--alignment", f"unknown alignment {options.alignment!r}")
     if options.blurred_dtype not in BLURRED_DTYPES:
         raise OptionError("--dtype", f"must be one of {', '.join(BLURRED_DTYPES)}")
     if options.sharp_dtype not in ("uint8", "uint16"):
         raise OptionError("sharp_dtype", "must be uint8 or uint16")
-    if options.compression not in ("lzf", "gzip", "none"):
+    if options.compression not in ("gzip", "lzf", "none"):
         raise OptionError(
-            "--compression", f"must be lzf, gzip or none, got {options.compression!r}"
+            "--compression", f"must be gzip, lzf or none, got {options.compression!r}"
         )
     return replace(
         options,
@@ -294,6 +296,8 @@ def resolve_options(mode: str, **given: Any) -> DatasetOptions:
         lams=lams,
         sigmas=sigmas,
         shard_size=_positive_int("--shard-size", options.shard_size),
+        kernel=kernel,
+        trajectory=trajectory,
     )
 
 
@@ -378,8 +382,24 @@ class SampleMaker:
         self.redraws = 0
         self._kernel_parameters = dict(_NAN_PARAMETERS)
         if options.mode in ("fixed", "tsweep"):
-            self._prepare_shared_kernel()
+            option = "--kernel" if options.mode == "fixed" else "--trajectory"
+            try:
+                self._prepare_shared_kernel()
+            except OptionError:
+                raise
+            except (ValueError, OSError) as error:  # a kernel that cannot be made is bad usage
+                raise OptionError(option, str(error)) from error
         self._images = ImageCache()
+
+    def input_files(self) -> dict[str, str]:
+        """Files the dataset depends on besides its sources: option name to file path."""
+        options = self.options
+        files = {}
+        if options.mode == "fixed" and parse_kernel_spec(options.kernel).kind == "file":
+            files["kernel"] = options.kernel
+        if options.mode == "tsweep" and options.trajectory not in ("random", "linear"):
+            files["trajectory"] = options.trajectory
+        return files
 
     def _trajectory_overrides(self) -> dict[str, Any]:
         return {

@@ -112,13 +112,14 @@ def write_shard(
     arrays: Mapping[str, np.ndarray],
     attrs: Mapping[str, Any],
     *,
-    compression: str | None = "lzf",
+    compression: str | None = "gzip",
 ) -> str:
     """Write one shard atomically and return its SHA-256.
 
-    The file is written under a hidden temporary name in the same folder, flushed to disk, then
-    renamed, so a shard is visible under its final name only when complete. Object timestamps are
-    not recorded, so the same arrays give the same bytes.
+    The HDF5 file is built in memory, then its bytes are written under a hidden temporary name in
+    the same folder, flushed to disk and renamed, so a shard is visible under its final name only
+    when complete, and a failing write (a full disk) is an ordinary ``OSError`` that leaves HDF5
+    in a clean state. Object timestamps are not recorded, so the same arrays give the same bytes.
 
     Parameters
     ----------
@@ -128,8 +129,10 @@ def write_shard(
         Per-sample datasets, all with the same first (sample) axis length.
     attrs : mapping
         Root attributes (scalars or strings).
-    compression : {"lzf", "gzip", None}, optional
-        HDF5 filter. lzf (default) is fast and ships with h5py; gzip is readable by any HDF5.
+    compression : {"gzip", "lzf", None}, optional
+        HDF5 filter of the image datasets. gzip (default, level 1) is readable by every HDF5 and
+        deterministic; lzf is faster, but h5py's bundled encoder may emit different bytes for the
+        same data (the decoded arrays are identical).
 
     Returns
     -------
@@ -140,28 +143,35 @@ def write_shard(
     lengths = {name: len(array) for name, array in arrays.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"datasets of one shard must share their sample count, got {lengths}")
+    options = {"compression_opts": 1} if compression == "gzip" else {}
+    # The core driver without a backing store keeps the file in memory; the name is never opened.
+    with h5py.File(path.name, "w", driver="core", backing_store=False, track_order=True) as handle:
+        for key, value in attrs.items():
+            handle.attrs[key] = value
+        for name, array in arrays.items():
+            array = np.asarray(array)
+            compressed = compression is not None and array.ndim > 1
+            handle.create_dataset(
+                name,
+                data=array,
+                chunks=(1, *array.shape[1:]) if array.ndim > 0 and len(array) else None,
+                compression=compression if compressed else None,
+                track_times=False,
+                **(options if compressed else {}),
+            )
+        handle.flush()
+        image = handle.id.get_file_image()
     temporary = _temporary_name(path)
     try:
-        with h5py.File(temporary, "w", track_order=True) as handle:
-            for key, value in attrs.items():
-                handle.attrs[key] = value
-            for name, array in arrays.items():
-                array = np.asarray(array)
-                handle.create_dataset(
-                    name,
-                    data=array,
-                    chunks=(1, *array.shape[1:]) if array.ndim > 0 and len(array) else None,
-                    compression=compression if array.ndim > 1 else None,
-                    track_times=False,
-                )
-        with open(temporary, "rb+") as raw:
+        with open(temporary, "wb") as raw:
+            raw.write(image)
+            raw.flush()
             os.fsync(raw.fileno())
-        digest = sha256_file(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     _fsync_directory(path.parent)
-    return digest
+    return hashlib.sha256(image).hexdigest()
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
