@@ -69,6 +69,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        what = "is empty" if not magic else "is not a PyTorch checkpoint (not a zip archive)"
+        raise CheckpointError(f"checkpoint {path} {what}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -76,8 +81,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"refused to load {path}: it holds objects other than tensors and plain data, which "
             f"could run code ({error.__class__.__name__}: {str(error).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    except Exception as error:  # a damaged archive fails in many ways inside torch
+        reason = str(error) or error.__class__.__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} file")
     return state
@@ -103,5 +109,10 @@ def load_restorer(
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} lacks a valid configuration or weights: {error}") from error
     model = Restorer(config).to(map_location)
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path}: the weights do not fit its configuration: {error}"
+        ) from None
     return model.eval()

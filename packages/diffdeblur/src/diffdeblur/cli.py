@@ -6,6 +6,7 @@ loss: the last checkpoint is kept), 2 bad usage or input, 130 interrupted.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -85,7 +86,7 @@ def train(resume: bool, quiet: bool, **options) -> None:
     try:
         config = TrainConfig(**options)
         result = run_training(config, resume=resume, progress=not quiet)
-    except (ValueError, CheckpointError) as error:
+    except (ValueError, CheckpointError, FileNotFoundError, NotADirectoryError) as error:
         raise click.UsageError(str(error)) from None
     except NonFiniteLoss as error:
         click.echo(f"error: {error}", err=True)
@@ -93,6 +94,8 @@ def train(resume: bool, quiet: bool, **options) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted: the last checkpoint is kept; rerun with --resume", err=True)
         sys.exit(130)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return
     click.echo(
         f"{result.stopped_by}: step {result.step} of {result.total_steps}, last loss "
         f"{result.last_loss:.4g}; checkpoint {result.checkpoint}"

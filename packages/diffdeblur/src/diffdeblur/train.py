@@ -323,6 +323,9 @@ def train(
         crop="center",
     )
 
+    # The initial weights come from the global generator (torch's layers take no generator):
+    # seeded the same on every rank, so --seed fixes them and every rank starts alike.
+    torch.manual_seed(config.seed * 1009)
     restorer = Restorer(
         restorer_config(
             config.parametrisation,
@@ -333,9 +336,9 @@ def train(
     ).to(context.device)
     ema = copy.deepcopy(restorer).requires_grad_(False)
     optimiser = torch.optim.Adam(restorer.parameters(), lr=config.lr)
-    # Dropout draws from torch's global generator (nn.Dropout takes no generator); it is seeded
-    # here and checkpointed, which keeps runs reproducible and resumable.
-    torch.manual_seed(config.seed * 1009 + context.rank)
+    # Dropout draws from torch's global generator too (nn.Dropout takes no generator); it is
+    # reseeded per rank here and checkpointed, which keeps runs reproducible and resumable.
+    torch.manual_seed(config.seed * 1009 + 1 + context.rank)
     noise = torch.Generator(context.device).manual_seed(config.seed * 1013 + context.rank)
     step = 0
     if resume:
@@ -345,6 +348,12 @@ def train(
         ema.load_state_dict(state["ema"])
         optimiser.load_state_dict(state["optimiser"])
         step = int(state["step"])
+        saved_world = len(state["rng"]["noise"])
+        if saved_world != context.world:
+            raise ValueError(
+                f"--resume: the run in {checkpoint_path} used {saved_world} process(es); resume "
+                f"it with the same number (this run has {context.world})"
+            )
         noise.set_state(state["rng"]["noise"][context.rank].cpu())
         torch.set_rng_state(state["rng"]["torch"][context.rank].cpu())
     model: nn.Module = restorer
@@ -427,10 +436,18 @@ def train(
                     group["lr"] = _learning_rate(config, step)
                 with torch.autocast(context.device.type, dtype=autocast_dtype, enabled=config.amp):
                     loss, parts = model(blurred, sharp, noise)
-                if not torch.isfinite(loss):
+                finite = torch.isfinite(loss.detach()).float()
+                if context.world > 1:  # one rank's NaN must stop every rank, not hang them
+                    distributed.all_reduce(finite, op=distributed.ReduceOp.MIN)
+                if not finite.item():
+                    kept = (
+                        f"the last checkpoint ({checkpoint_path}) is kept"
+                        if checkpoint_path.exists()
+                        else "no checkpoint had been written yet"
+                    )
                     raise NonFiniteLoss(
-                        f"the loss is {float(loss)} at step {step}; stopped. The last checkpoint "
-                        f"({checkpoint_path}) is kept; lower --lr or enable --grad-clip"
+                        f"the loss is {float(loss.detach())} at step {step}; stopped, {kept}. "
+                        "Check the data, lower --lr or enable --grad-clip"
                     )
                 optimiser.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -444,7 +461,12 @@ def train(
                 run_steps += 1
                 last_loss = float(loss.detach())
                 window_samples += config.batch_size
-                if context.writes and (step % config.log_every == 0 or step == total_steps):
+                log_now = step % config.log_every == 0 or step == total_steps
+                if log_now and context.world > 1:  # log the loss of the whole batch
+                    mean = loss.detach().clone()
+                    distributed.all_reduce(mean)
+                    last_loss = float(mean) / context.world
+                if context.writes and log_now:
                     now = time.monotonic()
                     record = {
                         "step": step,

@@ -1,0 +1,121 @@
+"""Shared fixtures of the ``diffdeblur`` training tests: tiny real ``csb-generate`` datasets
+(written once per session by the real command-line tool), a poisoned copy whose blurred images are
+NaN, and helpers that keep PyTorch on one thread and the global random state untouched.
+
+PyTorch's default of one intra-op thread per core is, on a small machine shared with other jobs,
+dozens of times slower than a single thread (the threads spin waiting for each other), so the
+tests that train run single-threaded and their subprocesses get ``OMP_NUM_THREADS=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+#: Side of the stored crops of the generated datasets (= the patch size of the tests).
+CROP = 32
+
+
+def console_script(name: str) -> Path:
+    """The console script ``name`` installed beside the test interpreter (else on PATH)."""
+    beside = Path(sys.executable).with_name(name)
+    if beside.is_file():
+        return beside
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed next to the test interpreter")
+    return Path(found)
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of the subprocesses: one thread each, no colour, no user site."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONNOUSERSITE="1", NO_COLOR="1")
+    return env
+
+
+def _generate(out: Path, count: int, *extra: str) -> Path:
+    command = [
+        str(console_script("csb-generate")),
+        "--out",
+        str(out),
+        "--mode",
+        "random",
+        "--count",
+        str(count),
+        "--image-size",
+        str(CROP),
+        "--psf-size",
+        "16",
+        "--shard-size",
+        "8",
+        "--no-preview",
+        *extra,
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=300, env=subprocess_env())
+    return out
+
+
+@pytest.fixture(scope="session")
+def csb_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ``csb-generate`` dataset: 24 samples of 32 px in three shards of 8."""
+    return _generate(tmp_path_factory.mktemp("csb") / "random24", 24)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ``csb-generate`` dataset of 8 samples of 32 px (one shard), to overfit: blur
+    trajectories of 6 to 8 px, so there is blur to learn to remove."""
+    return _generate(
+        tmp_path_factory.mktemp("csb") / "random8", 8, "--min-length", "6", "--length", "8"
+    )
+
+
+@pytest.fixture(scope="session")
+def poisoned_dataset(csb_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of :func:`csb_dataset` whose blurred images are all NaN (sharp ones intact)."""
+    copy = tmp_path_factory.mktemp("poisoned") / "random24"
+    shutil.copytree(csb_dataset, copy)
+    shards = sorted(copy.glob("shard-*.h5"))
+    assert shards, f"no shards in {copy}"
+    for shard in shards:
+        with h5py.File(shard, "r+") as handle:
+            handle["blurred"][...] = np.nan
+    return copy
+
+
+@pytest.fixture
+def single_thread():
+    """Run the test with one PyTorch thread (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def cli_env() -> dict[str, str]:
+    """The environment for subprocesses (see :func:`subprocess_env`)."""
+    return subprocess_env()
+
+
+@pytest.fixture(scope="session")
+def diffdeblur_cli() -> Path:
+    """The installed ``diffdeblur`` console script."""
+    return console_script("diffdeblur")
+
+
+@pytest.fixture(scope="session")
+def torchrun_cli() -> Path:
+    """The installed ``torchrun`` launcher."""
+    return console_script("torchrun")

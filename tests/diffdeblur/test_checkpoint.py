@@ -1,0 +1,291 @@
+"""Checkpoints (``diffdeblur.checkpoint``): round trip, rebuilding a restorer, refusing files that
+are not ours (a crafted pickle payload above all, which must never run), and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+from diffdeblur.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    load_restorer,
+    save_checkpoint,
+)
+from diffdeblur.config import DiffusionConfig
+from diffdeblur.restorer import Restorer, restorer_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _model(parametrisation: str = "refine", seed: int = 0) -> Restorer:
+    """A small restorer drawn from ``seed``, its zero-initialised layers made non-zero."""
+    config = restorer_config(
+        parametrisation, "tiny", diffusion=DiffusionConfig(timesteps=20), base_channels=16
+    )
+    model = Restorer(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for network in (model.denoiser_net, model.regressor):
+            if network is None:
+                continue
+            network.init_parameters(generator)
+            for module in network.modules():
+                if getattr(module, "zero_init", False):
+                    for p in module.parameters():
+                        p.copy_(0.05 * torch.randn(p.shape, generator=generator))
+    return model.eval()
+
+
+def _state(model: Restorer, ema: Restorer | None = None) -> dict:
+    return {
+        "model": model.state_dict(),
+        "ema": (ema or model).state_dict(),
+        "step": 7,
+        "restorer": model.config.to_dict(),
+    }
+
+
+class _Payload:
+    """Unpickling this calls ``Path.touch(marker)``: a stand-in for arbitrary code."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def _files(folder: pathlib.Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+# --- round trip ------------------------------------------------------------------------------
+
+
+def test_save_and_load_round_trip(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        "model": {"w": torch.randn(3, 4, generator=generator), "n": torch.tensor(5)},
+        "optimiser": {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": 0.1}]},
+        "step": 12,
+        "rng": {"noise": [torch.arange(4, dtype=torch.uint8)]},
+        "train": {"lr": 2e-4, "budget_minutes": None, "device": "cpu", "amp": False},
+        "restorer": restorer_config("residual", "tiny").to_dict(),
+    }
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, state)
+    loaded = load_checkpoint(path)
+    assert loaded["format"] == CHECKPOINT_FORMAT
+    assert set(loaded) == {"format", *state}
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"])
+    assert torch.equal(loaded["model"]["n"], state["model"]["n"])
+    assert torch.equal(loaded["rng"]["noise"][0], state["rng"]["noise"][0])
+    assert loaded["optimiser"]["state"][0]["step"].item() == 3.0
+    assert loaded["optimiser"]["param_groups"] == [{"lr": 0.1}]
+    assert loaded["step"] == 12
+    assert loaded["train"] == state["train"]
+    assert loaded["restorer"] == state["restorer"]
+    # Saving again replaces the file.
+    save_checkpoint(path, {**state, "step": 13})
+    assert load_checkpoint(path)["step"] == 13
+
+
+@pytest.mark.parametrize("parametrisation", ["residual", "refine", "regression"])
+def test_load_restorer_rebuilds_the_same_model(tmp_path, parametrisation):
+    model = _model(parametrisation, seed=1)
+    ema = _model(parametrisation, seed=2)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, _state(model, ema))
+
+    for use_ema, source in ((True, ema), (False, model)):
+        loaded = load_restorer(path, ema=use_ema)
+        assert not loaded.training
+        assert loaded.config == model.config
+        expected = source.state_dict()
+        got = loaded.state_dict()
+        assert got.keys() == expected.keys()
+        assert all(torch.equal(got[key], expected[key]) for key in expected)
+        blurred = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(3)) * 2 - 1
+        outputs = [
+            net.restore(blurred, steps=4, generator=torch.Generator().manual_seed(4))
+            for net in (loaded, source)
+        ]
+        assert torch.equal(outputs[0], outputs[1])
+    # The two weight sets differ, so the loop above tells them apart.
+    from_ema, from_model = (
+        load_restorer(path).state_dict(),
+        load_restorer(path, ema=False).state_dict(),
+    )
+    assert any(not torch.equal(from_ema[key], from_model[key]) for key in from_ema)
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "step": 1, "model": _Payload(marker)}, path)
+
+    with pytest.raises(CheckpointError, match=re.escape("evil.pt")) as caught:
+        load_checkpoint(path)
+    assert "refused" in str(caught.value)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match=re.escape("evil.pt")):
+        load_restorer(path)
+    assert not marker.exists()
+
+    # The payload is live: an unrestricted load would have run it.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_plain_pickle_payload_is_refused(tmp_path):
+    """A file written by ``pickle`` rather than ``torch.save`` is refused the same way."""
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"format": CHECKPOINT_FORMAT, "x": _Payload(marker)}, protocol=2))
+    with pytest.raises(CheckpointError, match=re.escape("evil.pkl")):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+GARBAGE = {
+    "empty": b"",
+    "text": b"not a checkpoint\n",
+    "hello": b"hello world, this is not a checkpoint" * 10,
+    "bytes": bytes(range(256)) * 4,
+    "random": np.random.default_rng(0).bytes(4096),
+    "zip-like": b"PK\x03\x04" + bytes(64),
+}
+
+
+@pytest.mark.parametrize("content", GARBAGE.values(), ids=GARBAGE.keys())
+def test_garbage_file_is_a_checkpoint_error_naming_it(tmp_path, content):
+    path = tmp_path / "damaged.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=re.escape("damaged.pt")):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=re.escape("damaged.pt")):
+        load_restorer(path)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.999])
+def test_truncated_checkpoint_is_a_checkpoint_error_naming_it(tmp_path, keep):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _state(_model("regression")))
+    data = good.read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointError, match=re.escape("truncated.pt")):
+        load_checkpoint(path)
+
+
+def test_missing_file_is_a_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match=re.escape("nothing.pt")):
+        load_checkpoint(tmp_path / "nothing.pt")
+    with pytest.raises(CheckpointError, match=re.escape("nothing.pt")):
+        load_restorer(tmp_path / "nothing.pt")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path)  # a folder
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"model": {"w": torch.zeros(3)}, "step": 1},
+        {"format": "someone-else-1", "model": {}},
+        torch.zeros(3),
+        [1, 2, 3],
+    ],
+    ids=["dict", "other-format", "tensor", "list"],
+)
+def test_foreign_torch_file_is_refused(tmp_path, content):
+    path = tmp_path / "foreign.pt"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match=re.escape("foreign.pt")):
+        load_checkpoint(path)
+
+
+def test_checkpoint_without_configuration_or_weights_is_refused(tmp_path):
+    model = _model("regression")
+    for missing in ("restorer", "ema"):
+        state = _state(model)
+        del state[missing]
+        path = tmp_path / f"no-{missing}.pt"
+        save_checkpoint(path, state)
+        load_checkpoint(path)  # a readable checkpoint ...
+        with pytest.raises(CheckpointError, match=re.escape(f"no-{missing}.pt")):
+            load_restorer(path)  # ... that cannot make a restorer
+    state = _state(model)
+    state["restorer"] = {**state["restorer"], "unknown_field": 1}
+    save_checkpoint(tmp_path / "bad-config.pt", state)
+    with pytest.raises(CheckpointError, match=re.escape("bad-config.pt")):
+        load_restorer(tmp_path / "bad-config.pt")
+
+
+# --- atomic writes ---------------------------------------------------------------------------
+
+
+def test_save_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, _state(_model("regression")))
+    save_checkpoint(path, _state(_model("regression", seed=5)))
+    assert _files(tmp_path) == ["checkpoint.pt"]
+
+
+def test_failed_pickling_keeps_the_previous_checkpoint(tmp_path):
+    """An object that cannot be pickled fails ``torch.save`` part-way: the old file stays."""
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, _state(_model("regression")))
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - pickle's error type is not ours to fix
+        save_checkpoint(path, {**_state(_model("regression")), "hook": lambda: None})
+    assert path.read_bytes() == before
+    assert _files(tmp_path) == ["checkpoint.pt"]
+    assert load_checkpoint(path)["step"] == 7
+
+
+def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A write that dies after some bytes (a full disk, a kill) leaves the old file intact."""
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, _state(_model("regression")))
+    before = path.read_bytes()
+    written = []
+
+    def dying_save(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04 partial bytes of a checkpoint")
+        written.append(True)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, {"model": {}, "step": 8})
+    assert written, "the patched torch.save was not used"
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert _files(tmp_path) == ["checkpoint.pt"]
+    assert load_checkpoint(path)["step"] == 7
+
+
+def test_save_into_a_missing_folder_fails_cleanly(tmp_path):
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "missing" / "checkpoint.pt", {"step": 1})
+    assert _files(tmp_path) == []
+
+
+def test_saved_file_is_complete_on_disk(tmp_path):
+    """What ``save_checkpoint`` leaves is exactly a loadable torch file (no stray bytes)."""
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"step": 1, "model": {"w": torch.ones(2)}})
+    assert os.path.getsize(path) > 0
+    state = torch.load(path, weights_only=True)
+    assert state["format"] == CHECKPOINT_FORMAT
+    assert torch.equal(state["model"]["w"], torch.ones(2))
