@@ -33,6 +33,9 @@ PACKAGES = sorted(p for p in (ROOT / "packages").iterdir() if (p / "pyproject.to
 
 TEST_EXTRAS = {"csb-generator": "dask"}
 TEST_REQUIREMENTS = ["pytest>=8", "pytest-benchmark>=4", "matplotlib>=3.8", "scipy>=1.11"]
+# The PyTorch pair installed with diffdeblur: torchvision is what lets lpips import, and naming
+# both keeps pip from resolving any other build of either.
+TORCH_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1"]
 # Pinned so that a new ruff release (new rules, new format style) cannot turn CI red on its own.
 RUFF = "ruff==0.17.6"
 DOCS_REQUIREMENTS = ["mkdocs>=1.6,<2", "mkdocstrings>=0.28", "mkdocstrings-python>=1.16"]
@@ -60,7 +63,8 @@ def _import_names() -> list[str]:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Install the packages as a user would (not editable) and run the whole test suite."""
-    session.install(*_install_specs(), *TEST_REQUIREMENTS)
+    torch = TORCH_REQUIREMENTS if (ROOT / "packages" / "diffdeblur").is_dir() else []
+    session.install(*_install_specs(), *torch, *TEST_REQUIREMENTS)
     session.run("pytest", *session.posargs)
     # --pyargs collects the doctests from the installed copy of each package's sources: pointing
     # pytest at src/ would import that tree in place of the installed one, so the doctests and
