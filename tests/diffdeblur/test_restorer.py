@@ -15,6 +15,7 @@ import pytest
 import torch
 from diffdeblur.config import PARAMETRISATIONS, DiffusionConfig, RestorerConfig, UNetConfig
 from diffdeblur.restorer import Restorer, restorer_config
+from diffdeblur.samplers import ddim_sample
 from torch.nn import functional
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -262,17 +263,34 @@ def test_restore_counts_sampling_steps_and_refuses_unknown_samplers():
         model.restore(blurred, sampler="euler", generator=_seeded(0))
 
 
-def test_restore_of_an_untrained_residual_model_returns_blurred_plus_noise_free_residual():
-    """With zero-initialised output layers (an untrained network predicts eps = 0), DDIM at
-    eta = 0 maps the start noise through the schedule deterministically; the restoration is the
-    blurred image plus that over the residual scale, clamped. A sanity check of the
-    ``residual`` bookkeeping that a trained-weights test cannot give exactly."""
-    model = Restorer(_config("residual")).eval()  # output layers are zero: eps = 0
+def test_restore_of_an_untrained_residual_model_is_blurred_plus_the_bounded_residual():
+    """With zero-initialised output layers (an untrained network predicts eps = 0) the
+    restoration must be the blurred image plus the sampler's residual over the scale, where the
+    sampler clamps each x0 prediction per pixel so that blurred + x0 / s stays in [-1, 1]. A
+    check of the ``residual`` bookkeeping that trained weights cannot give exactly."""
+    # A small scale, so that the bounds s * (+-1 - blurred) are narrower than the residual the
+    # untrained sampler produces from its start noise and the clamp has to act.
+    model = Restorer(_config("residual", residual_scale=0.25)).eval()  # zero output: eps = 0
     blurred, _ = _pair(batch=1, height=16, width=16)
     restored = model.restore(blurred, sampler="ddim", steps=3, generator=_seeded(2))
-    # With eps = 0 every DDIM step rescales x_t to sqrt(ab_prev / ab_t) x_t: the final x0 is the
-    # start noise divided by sqrt(ab_{T-1}).
-    noise = torch.randn(blurred.shape, generator=_seeded(2))
-    x0 = noise / model.diffusion.alphas_cumprod[-1].sqrt().to(noise.dtype)
-    expected = (blurred + x0 / model.config.residual_scale).clamp(-1, 1)
-    torch.testing.assert_close(restored, expected, rtol=1e-4, atol=1e-5)
+    scale = model.config.residual_scale
+    bounds = (scale * (-1.0 - blurred), scale * (1.0 - blurred))
+    residual = ddim_sample(
+        lambda x, t: torch.zeros_like(x),
+        model.diffusion,
+        tuple(blurred.shape),
+        steps=3,
+        generator=_seeded(2),
+        clip_x0=bounds,
+    )
+    torch.testing.assert_close(restored, blurred + residual / scale, rtol=1e-5, atol=1e-6)
+    # The bounds bind: without them the untrained sampler's residual leaves the image range.
+    unbounded = ddim_sample(
+        lambda x, t: torch.zeros_like(x),
+        model.diffusion,
+        tuple(blurred.shape),
+        steps=3,
+        generator=_seeded(2),
+        clip_x0=False,
+    )
+    assert ((blurred + unbounded / scale).abs() > 1).any()

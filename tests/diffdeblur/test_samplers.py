@@ -116,6 +116,19 @@ def test_output_shape_dtype_and_range(small, sampler, dtype):
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
+def test_per_pixel_x0_bounds_hold_and_differ_from_the_unit_clamp(small, sampler):
+    # Bounds as the residual parametrisations use them: one interval per pixel.
+    low = torch.linspace(-3.0, 0.5, math.prod(SHAPE)).reshape(SHAPE)
+    high = low + 0.25
+    out = _run(sampler, _toy_denoiser, small, generator=_seeded(0), clip_x0=(low, high))
+    assert torch.all(out >= low) and torch.all(out <= high)
+    unit = _run(sampler, _toy_denoiser, small, generator=_seeded(0))
+    assert (out - unit).abs().max().item() > 0.1
+    floats = _run(sampler, _toy_denoiser, small, generator=_seeded(0), clip_x0=(-0.25, 0.125))
+    assert floats.min().item() >= -0.25 and floats.max().item() <= 0.125
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_same_seed_same_samples_other_seed_other_samples(small, sampler):
     kwargs = {"steps": 10, "eta": 0.5} if sampler == "ddim" else {}
     a = _run(sampler, _toy_denoiser, small, generator=_seeded(1), **dict(kwargs))

@@ -241,8 +241,12 @@ class Restorer(nn.Module):
         if self.denoiser_net is None:
             return estimate.clamp(-1.0, 1.0)
         denoiser = self.denoiser(self.conditioning(blurred, estimate))
-        # Only the sharp image itself is bounded to [-1, 1]; residuals are not.
-        clip_x0 = self.config.parametrisation == "sharp"
+        # Each x0 prediction is clamped so that the image it stands for lies in [-1, 1]: the
+        # sharp image itself, or base + x0 / s for a residual (without it, the early, noisy
+        # predictions of a residual model leave the image range and the sampler diverges).
+        base = self._base(blurred, estimate)
+        scale = self.config.residual_scale
+        clip_x0 = True if base is None else (scale * (-1.0 - base), scale * (1.0 - base))
         common = {
             "generator": generator,
             "device": blurred.device,

@@ -21,6 +21,9 @@ import torch
 
 from .diffusion import Denoiser, GaussianDiffusion
 
+#: Lower and upper bounds of x_0: floats, or tensors broadcastable to the samples.
+X0Bounds = tuple[torch.Tensor | float, torch.Tensor | float]
+
 __all__ = ["ddim_sample", "ddpm_sample", "timestep_subsequence"]
 
 
@@ -75,7 +78,7 @@ def ddpm_sample(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     noise: torch.Tensor | None = None,
-    clip_x0: bool = True,
+    clip_x0: bool | X0Bounds = True,
     progress: Callable[[], object] | None = None,
 ) -> torch.Tensor:
     """Ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2).
@@ -103,16 +106,17 @@ def ddpm_sample(
         Dtype of the samples; by default that of ``noise`` if given, else float32.
     noise : torch.Tensor, optional
         The starting x_{T-1} of ``shape`` (for a fixed starting point); drawn if omitted.
-    clip_x0 : bool
-        Clamp each x_0 prediction to [-1, 1], the range of the data. Turn it off for data that is
-        not in [-1, 1] (a scaled residual, say).
+    clip_x0 : bool or (low, high)
+        Clamp each x_0 prediction to [-1, 1], the range of the data (True), to the given bounds
+        (tensors broadcastable to ``shape``, or floats: the range of a scaled residual, say), or
+        not at all (False).
     progress : callable, optional
         Called with no arguments after each of the T steps (``tqdm(...).update`` fits).
 
     Returns
     -------
     torch.Tensor
-        Samples of ``shape``, in [-1, 1] when ``clip_x0``.
+        Samples of ``shape``, within the bounds of ``clip_x0``.
     """
     x = _starting_point(shape, generator, device, dtype, noise)
     for t in reversed(range(diffusion.num_timesteps)):
@@ -140,7 +144,7 @@ def ddim_sample(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     noise: torch.Tensor | None = None,
-    clip_x0: bool = True,
+    clip_x0: bool | X0Bounds = True,
     progress: Callable[[], object] | None = None,
 ) -> torch.Tensor:
     """DDIM sampling over a subsequence of the timesteps (Song et al. 2021, eq. 12).
@@ -176,15 +180,16 @@ def ddim_sample(
         Dtype of the samples; by default that of ``noise`` if given, else float32.
     noise : torch.Tensor, optional
         The starting x_{T-1} of ``shape``; drawn if omitted.
-    clip_x0 : bool
-        Clamp each x_0 prediction to [-1, 1], the range of the data.
+    clip_x0 : bool or (low, high)
+        As in :func:`ddpm_sample`: clamp each x_0 prediction to [-1, 1] (True), to the given
+        bounds, or not at all (False).
     progress : callable, optional
         Called with no arguments after each of the ``steps`` steps.
 
     Returns
     -------
     torch.Tensor
-        Samples of ``shape``: the last ``x0_hat``, in [-1, 1] when ``clip_x0``.
+        Samples of ``shape``: the last ``x0_hat``, within the bounds of ``clip_x0``.
     """
     if not 0.0 <= eta <= 1.0:
         # Beyond 1 the variance can exceed 1 - ab_p and the deterministic part is undefined.
@@ -217,13 +222,16 @@ def _predict(
     diffusion: GaussianDiffusion,
     x: torch.Tensor,
     t: torch.Tensor,
-    clip_x0: bool,
+    clip_x0: bool | X0Bounds,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Network call: (x0_hat, eps_hat) at x_t, both consistent with x_t after any clamping."""
     eps_hat = denoiser(x, t)
     x0_hat = diffusion.predict_x0(x, t, eps_hat)
-    if clip_x0:
-        x0_hat = x0_hat.clamp(-1.0, 1.0)
+    if clip_x0 is not False:
+        low, high = (-1.0, 1.0) if clip_x0 is True else clip_x0
+        low = torch.as_tensor(low, dtype=x0_hat.dtype, device=x0_hat.device)
+        high = torch.as_tensor(high, dtype=x0_hat.dtype, device=x0_hat.device)
+        x0_hat = torch.clamp(x0_hat, low, high)
         eps_hat = diffusion.predict_eps(x, t, x0_hat)
     return x0_hat, eps_hat
 

@@ -408,7 +408,13 @@ def train(
     if progress and context.writes:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True)
+        # Counted in samples, so that the bar's rate is samples/s; the step is in the postfix.
+        bar = tqdm(
+            total=total_steps * config.batch_size,
+            initial=step * config.batch_size,
+            unit="sample",
+            dynamic_ncols=True,
+        )
     started = time.monotonic()
     run_steps, last_loss, stopped_by = 0, math.nan, "finished"
     window_start, window_samples = time.monotonic(), 0
@@ -483,8 +489,8 @@ def train(
                     if on_log is not None:
                         on_log(record)
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+                    bar.update(config.batch_size)
+                    bar.set_postfix(step=step, loss=f"{last_loss:.4f}", refresh=False)
                 if step % config.checkpoint_every == 0:
                     save(step)
                 if context.writes and step % config.validate_every == 0:
