@@ -20,6 +20,9 @@ import numpy as np
 import pytest
 import torch
 
+# The tests import their helpers (restorer_support) from this folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 #: Side of the stored crops of the generated datasets (= the patch size of the tests).
 CROP = 32
 

@@ -20,6 +20,7 @@ from diffdeblur.checkpoint import (
 )
 from diffdeblur.config import DiffusionConfig
 from diffdeblur.restorer import Restorer, restorer_config
+from restorer_support import seeded_restorer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -29,18 +30,7 @@ def _model(parametrisation: str = "refine", seed: int = 0) -> Restorer:
     config = restorer_config(
         parametrisation, "tiny", diffusion=DiffusionConfig(timesteps=20), base_channels=16
     )
-    model = Restorer(config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for network in (model.denoiser_net, model.regressor):
-            if network is None:
-                continue
-            network.init_parameters(generator)
-            for module in network.modules():
-                if getattr(module, "zero_init", False):
-                    for p in module.parameters():
-                        p.copy_(0.05 * torch.randn(p.shape, generator=generator))
-    return model.eval()
+    return seeded_restorer(config, seed).eval()
 
 
 def _state(model: Restorer, ema: Restorer | None = None) -> dict:

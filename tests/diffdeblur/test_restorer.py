@@ -16,6 +16,7 @@ import torch
 from diffdeblur.config import PARAMETRISATIONS, DiffusionConfig, RestorerConfig, UNetConfig
 from diffdeblur.restorer import Restorer, restorer_config
 from diffdeblur.samplers import ddim_sample
+from restorer_support import seeded_restorer
 from torch.nn import functional
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -32,18 +33,7 @@ def _config(parametrisation: str, **overrides) -> RestorerConfig:
 
 def _model(parametrisation: str, seed: int = 0) -> Restorer:
     """A restorer whose every weight comes from ``seed``, zero-initialised layers included."""
-    model = Restorer(_config(parametrisation))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for network in (model.denoiser_net, model.regressor):
-            if network is None:
-                continue
-            network.init_parameters(generator)
-            for module in network.modules():
-                if getattr(module, "zero_init", False):
-                    for p in module.parameters():
-                        p.copy_(0.05 * torch.randn(p.shape, generator=generator))
-    return model
+    return seeded_restorer(_config(parametrisation), seed)
 
 
 def _pair(batch: int = 2, height: int = 32, width: int = 32, seed: int = 1):
