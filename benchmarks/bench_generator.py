@@ -47,6 +47,7 @@ DEFAULT_JSON = ROOT / "benchmarks" / "results" / "generator.json"
 
 sys.path.insert(0, str(ROOT / "tests"))
 import plain_model  # noqa: E402  (the pure-Python reference lives in tests/)
+from machine import cpu_model  # noqa: E402  (beside this script, on sys.path when it runs)
 
 PSF_SIZE = 64
 LENGTH = 32.0
@@ -303,14 +304,7 @@ def bench_cold_start(quick: bool) -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     ram = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from diffdeblur.config import VARIANTS, unet_variant
 from diffdeblur.unet import UNet, count_parameters
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,14 +54,7 @@ SEED = 0
 
 
 def _machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
