@@ -122,3 +122,34 @@ def diffdeblur_cli() -> Path:
 def torchrun_cli() -> Path:
     """The installed ``torchrun`` launcher."""
     return console_script("torchrun")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(csb_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real checkpoint of the tiny residual model (20 diffusion steps, 32 px patches) after
+    two optimiser steps on :func:`csb_dataset`: fast to sample, genuinely trained."""
+    from diffdeblur.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    config = TrainConfig(
+        data=str(csb_dataset),
+        out=str(out),
+        parametrisation="residual",
+        variant="tiny",
+        timesteps=20,
+        patch_size=CROP,
+        batch_size=4,
+        epochs=1,
+        samples_per_epoch=8,
+        validation_fraction=0.25,
+        validation_images=2,
+        validation_steps=2,
+        device="cpu",
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(config, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return Path(result.checkpoint)

@@ -70,6 +70,7 @@ __all__ = [
     "builtin_folder",
     "choose_crop",
     "load_image",
+    "read_image",
     "scaled_size",
     "scan_sources",
 ]
@@ -425,6 +426,45 @@ def _decode(data: bytes) -> np.ndarray:
     except Exception as error:
         raise _DecodeError(f"corrupt or truncated ({type(error).__name__}: {error})") from error
     return _orient(array, orientation if orientation in range(1, 9) else 1)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode one image file as stored: grey or colour, 8 or 16 bits, EXIF-oriented.
+
+    The same decoder as the dataset sources (16-bit PNG through pypng, deep TIFF through
+    tifffile); an alpha channel is dropped.
+
+    Parameters
+    ----------
+    path : str or Path
+        A PNG, JPEG, TIFF, BMP or WebP file.
+
+    Returns
+    -------
+    ndarray, shape (H, W, 1) or (H, W, 3)
+        ``uint8`` or ``uint16``, as the file stores it.
+
+    Raises
+    ------
+    UnreadableImage
+        If the file cannot be read or decoded; the message names it.
+
+    Examples
+    --------
+    >>> from csb_generator.images import BUILTIN_PHOTOGRAPHS, read_image
+    >>> image = read_image(BUILTIN_PHOTOGRAPHS["camera"].path)
+    >>> image.shape, image.dtype
+    ((512, 512, 1), dtype('uint8'))
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UnreadableImage(path, f"cannot read file ({error.strerror or error})") from error
+    try:
+        return _decode(data)
+    except _DecodeError as error:
+        raise UnreadableImage(path, str(error)) from error
 
 
 def scaled_size(height: int, width: int, downscale: float = 1.0) -> tuple[int, int]:

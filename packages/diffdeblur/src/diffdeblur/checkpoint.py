@@ -24,7 +24,9 @@ __all__ = [
     "CheckpointError",
     "load_checkpoint",
     "load_restorer",
+    "restorer_from_checkpoint",
     "save_checkpoint",
+    "training_patch_size",
 ]
 
 CHECKPOINT_FORMAT = "diffdeblur-checkpoint-1"
@@ -102,17 +104,42 @@ def load_restorer(
     ema : bool
         Use the EMA weights (default; what the thesis restores with), else the raw weights.
     """
-    state = load_checkpoint(path, map_location)
+    return restorer_from_checkpoint(load_checkpoint(path, map_location), path, ema=ema)
+
+
+def restorer_from_checkpoint(
+    state: dict[str, Any], path: str | Path, *, ema: bool = True
+) -> Restorer:
+    """The restorer of a checkpoint already read by :func:`load_checkpoint`, in evaluation mode,
+    on the device its weights were mapped to.
+
+    Parameters
+    ----------
+    state : dict
+        What :func:`load_checkpoint` returned.
+    path : str or Path
+        The file it came from, for error messages.
+    ema : bool
+        Use the EMA weights (default), else the raw weights.
+    """
     try:
         config = RestorerConfig.from_dict(state["restorer"])
         weights = state["ema" if ema else "model"]
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} lacks a valid configuration or weights: {error}") from error
-    model = Restorer(config).to(map_location)
+    model = Restorer(config)
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(
             f"{path}: the weights do not fit its configuration: {error}"
         ) from None
-    return model.eval()
+    device = next(iter(weights.values())).device if weights else torch.device("cpu")
+    return model.to(device).eval()
+
+
+def training_patch_size(state: dict[str, Any], default: int = 64) -> int:
+    """The patch side in pixels a checkpoint's model was trained on (``default`` if unknown)."""
+    train = state.get("train")
+    size = train.get("patch_size") if isinstance(train, dict) else None
+    return int(size) if isinstance(size, int) and size > 0 else default

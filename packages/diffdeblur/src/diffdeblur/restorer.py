@@ -241,6 +241,50 @@ class Restorer(nn.Module):
         if self.denoiser_net is None:
             return estimate.clamp(-1.0, 1.0)
         denoiser = self.denoiser(self.conditioning(blurred, estimate))
+        return self.sample(
+            blurred,
+            estimate,
+            denoiser,
+            sampler=sampler,
+            steps=steps,
+            eta=eta,
+            generator=generator,
+            progress=progress,
+        )
+
+    @torch.no_grad()
+    def sample(
+        self,
+        blurred: Tensor,
+        estimate: Tensor | None,
+        denoiser: Denoiser,
+        *,
+        sampler: str,
+        steps: int,
+        eta: float,
+        generator: torch.Generator,
+        progress: Callable[[], None] | None = None,
+    ) -> Tensor:
+        """Run the reverse process with a given noise predictor and return the restoration.
+
+        The part of :meth:`restore` after the networks are set up: :func:`restore_tiled
+        <diffdeblur.tiling.restore_tiled>` calls it with a denoiser that blends patches.
+
+        Parameters
+        ----------
+        blurred : Tensor, shape (B, C, H, W)
+            Blurred images in [-1, 1].
+        estimate : Tensor or None
+            The regressor's estimate of the same shape (``refine``), else None.
+        denoiser : callable
+            ``eps = denoiser(x_t, t)`` over full-size ``x_t`` of ``blurred``'s shape.
+        sampler, steps, eta, generator, progress
+            As :meth:`restore`.
+
+        Returns
+        -------
+        Tensor, shape (B, C, H, W), in [-1, 1]
+        """
         # Each x0 prediction is clamped so that the image it stands for lies in [-1, 1]: the
         # sharp image itself, or base + x0 / s for a residual (without it, the early, noisy
         # predictions of a residual model leave the image range and the sampler diverges).
