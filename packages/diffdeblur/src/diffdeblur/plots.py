@@ -1,14 +1,16 @@
-"""Pictures of a training run: the loss curve and restoration grids."""
+"""Pictures of training and evaluation: the loss curve, restoration grids, metrics against T."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["save_loss_curve", "save_restoration_grid"]
+__all__ = ["save_loss_curve", "save_metric_against_exposure", "save_restoration_grid"]
 
 
 def _pyplot():
@@ -18,6 +20,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(figure, path: Path) -> None:
+    """Save a figure under a temporary name and rename it: never a half-written PNG."""
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary)
+    _pyplot().close(figure)
+    temporary.replace(path)
 
 
 def save_loss_curve(log_path: str | Path, png_path: str | Path) -> None:
@@ -43,10 +53,7 @@ def save_loss_curve(log_path: str | Path, png_path: str | Path) -> None:
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    temporary = png_path.with_name(f".{png_path.name}.tmp.png")
-    figure.savefig(temporary)
-    plt.close(figure)
-    temporary.replace(png_path)
+    _save(figure, png_path)
 
 
 def _to_image(tensor: torch.Tensor) -> np.ndarray:
@@ -84,5 +91,40 @@ def save_restoration_grid(
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    _save(figure, Path(path))
+
+
+def save_metric_against_exposure(
+    path: str | Path,
+    by_exposure: Sequence[Mapping[str, Any]],
+    labels: Mapping[str, str],
+) -> None:
+    """PSNR, SSIM and LPIPS against the exposure fraction T, one line per method (as the
+    thesis's Figure 4).
+
+    Parameters
+    ----------
+    path : str or Path
+        PNG file to write.
+    by_exposure : sequence of mapping
+        Entries with ``exposure``, ``method``, ``psnr``, ``ssim`` and ``lpips``.
+    labels : mapping of str to str
+        Legend label of each method.
+    """
+    plt = _pyplot()
+    metrics = [("psnr", "PSNR (dB) ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓")]
+    metrics = [(k, t) for k, t in metrics if any(np.isfinite(e[k]) for e in by_exposure)]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), dpi=100)
+    axes = np.atleast_1d(axes)
+    methods = list(dict.fromkeys(entry["method"] for entry in by_exposure))
+    for axis, (key, title) in zip(axes, metrics, strict=True):
+        for method in methods:
+            points = sorted((e["exposure"], e[key]) for e in by_exposure if e["method"] == method)
+            axis.plot(*zip(*points, strict=True), marker="o", label=labels.get(method, method))
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("exposure fraction T")
+        axis.set_title(title, fontsize=10)
+        axis.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    _save(figure, Path(path))

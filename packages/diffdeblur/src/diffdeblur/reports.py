@@ -1,0 +1,297 @@
+"""An evaluation run and its report folder: ``report.md``, ``metrics.json``, ``metrics.csv``,
+``per_image.csv``, ``examples.png``, and for a T-sweep ``exposure.png``.
+
+:func:`evaluate_dataset` is what ``diffdeblur evaluate`` runs: it opens the test data (one
+dataset, or every exposure of a T-sweep), tunes the Wiener baseline on training data, restores
+and scores with :func:`~diffdeblur.evaluation.evaluate_samples`, and calls :func:`write_report`.
+
+Every file is written under a temporary name and renamed, so a report folder never holds a
+half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .evaluation import (
+    METHOD_LABELS,
+    Distance,
+    Evaluation,
+    EvaluationSettings,
+    evaluate_samples,
+    summarise,
+)
+from .plots import save_metric_against_exposure, save_restoration_grid
+from .restorer import Restorer
+from .wiener import WienerTuning, tune_wiener_balance
+
+__all__ = ["REPORT_FILES", "evaluate_dataset", "write_report"]
+
+#: Files every report folder holds (``exposure.png`` only for several exposures).
+REPORT_FILES = ("report.md", "metrics.json", "metrics.csv", "per_image.csv", "examples.png")
+
+
+def _write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: row.get(key) for key in columns})
+    return buffer.getvalue()
+
+
+def _number(value: float, digits: int) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _table(summary: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["| Method | PSNR ↑ (dB) | SSIM ↑ | LPIPS ↓ | images |", "|---|---|---|---|---|"]
+    for entry in summary:
+        lines.append(
+            f"| {METHOD_LABELS[entry['method']]} | {_number(entry['psnr'], 2)} | "
+            f"{_number(entry['ssim'], 4)} | {_number(entry['lpips'], 4)} | {entry['images']} |"
+        )
+    return lines
+
+
+def _exposure_table(by_exposure: Sequence[Mapping[str, Any]]) -> list[str]:
+    methods = list(dict.fromkeys(entry["method"] for entry in by_exposure))
+    header = " | ".join(f"{METHOD_LABELS[m]} PSNR / SSIM / LPIPS" for m in methods)
+    lines = [f"| T | {header} |", "|---" * (len(methods) + 1) + "|"]
+    for exposure in sorted({entry["exposure"] for entry in by_exposure}):
+        cells = []
+        for method in methods:
+            entry = next(
+                e for e in by_exposure if e["exposure"] == exposure and e["method"] == method
+            )
+            cells.append(
+                f"{_number(entry['psnr'], 2)} / {_number(entry['ssim'], 3)} / "
+                f"{_number(entry['lpips'], 3)}"
+            )
+        lines.append(f"| {exposure:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(
+    out: str | Path,
+    evaluation: Evaluation,
+    settings: EvaluationSettings,
+    *,
+    title: str = "Evaluation",
+    facts: Mapping[str, Any] | None = None,
+    wiener_tuning: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the report folder of an evaluation.
+
+    Parameters
+    ----------
+    out : str or Path
+        Folder, created if missing.
+    evaluation : Evaluation
+        What :func:`~diffdeblur.evaluation.evaluate_samples` returned (for a T-sweep, the rows
+        of every exposure together).
+    settings : EvaluationSettings
+    title : str
+        First heading of ``report.md``.
+    facts : mapping, optional
+        Lines of "what was evaluated" (checkpoint, data, LPIPS weights...), shown in the report
+        and stored in the JSON.
+    wiener_tuning : mapping, optional
+        How the Wiener weights were chosen (stored in the JSON, summarised in the report).
+
+    Returns
+    -------
+    dict
+        The JSON document written to ``metrics.json``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    facts = dict(facts or {})
+    summary = summarise(evaluation.rows)
+    exposures = sorted({row["exposure"] for row in evaluation.rows})
+    by_exposure = summarise(evaluation.rows, by=("exposure", "method"))
+    document = {
+        "title": title,
+        "facts": facts,
+        "settings": {**settings.__dict__, "sampler_label": settings.sampler_label()},
+        "wiener_tuning": dict(wiener_tuning or {}),
+        "summary": summary,
+        "by_exposure": by_exposure,
+        "images": evaluation.rows,
+    }
+
+    lines = [f"# {title}", ""]
+    for key, value in facts.items():
+        lines.append(f"- **{key}**: {value}")
+    protocol = (
+        f"central {settings.patch_size}×{settings.patch_size} patch"
+        if settings.protocol == "central"
+        else f"full images ({settings.patch_size} px patches, {settings.overlap} px overlap)"
+    )
+    lines += [
+        f"- **protocol**: {protocol}",
+        f"- **sampler**: {settings.sampler_label()}, seed {settings.seed}",
+        f"- **images**: {summary[0]['images'] if summary else 0}",
+    ]
+    for key, value in (wiener_tuning or {}).items():
+        if isinstance(value, Mapping) and "balance" in value:
+            lines.append(f"- **{key}**: balance {value['balance']:.3g} ({value.get('note', '')})")
+    lines += ["", *_table(summary), ""]
+    if len(exposures) > 1:
+        lines += ["## Against the exposure fraction T", "", *_exposure_table(by_exposure), ""]
+        lines += ["![PSNR, SSIM and LPIPS against T](exposure.png)", ""]
+        save_metric_against_exposure(out / "exposure.png", by_exposure, METHOD_LABELS)
+    lines += ["## Examples", "", "![blurred, baselines, model, sharp](examples.png)", ""]
+    _write_text(out / "report.md", "\n".join(lines))
+    _write_text(out / "metrics.json", json.dumps(document, indent=2, allow_nan=True) + "\n")
+    columns = ("exposure", "method", "images", "psnr", "ssim", "lpips")
+    _write_text(out / "metrics.csv", _csv(by_exposure, columns))
+    image_columns = ("index", "exposure", "method", "psnr", "ssim", "lpips")
+    _write_text(out / "per_image.csv", _csv(evaluation.rows, image_columns))
+    if evaluation.examples:
+        order = [m for m in (*METHOD_LABELS, "sharp") if m in evaluation.examples]
+        columns_ = [evaluation.examples[m] * 2 - 1 for m in order]
+        labels = tuple(METHOD_LABELS.get(m, m.capitalize()) for m in order)
+        save_restoration_grid(out / "examples.png", *columns_, labels=labels, title=title)
+    return document
+
+
+def _parts(data: str | Path) -> dict[float | None, Any]:
+    """The test datasets by exposure: every part of a T-sweep, else ``{T or None: dataset}``."""
+    from csb_generator import open_dataset
+    from csb_generator.shards import TSweepDataset
+
+    dataset = open_dataset(data)
+    if isinstance(dataset, TSweepDataset):
+        return dict(dataset.parts)
+    return {dataset.exposure: dataset}
+
+
+def _tuning_record(tuning: WienerTuning, source: str) -> dict[str, Any]:
+    best = f"best of {len(tuning.balances)} on {tuning.count} training images of {source}"
+    note = best + (", AT THE EDGE of the grid" if tuning.at_edge else "")
+    return {
+        "balance": tuning.balance,
+        "note": note,
+        "balances": list(tuning.balances),
+        "mean_psnr": list(tuning.mean_psnr),
+        "blurred_psnr": tuning.blurred_psnr,
+        "count": tuning.count,
+        "at_edge": tuning.at_edge,
+    }
+
+
+def evaluate_dataset(
+    data: str | Path,
+    out: str | Path,
+    *,
+    models: Mapping[float | None, Restorer],
+    settings: EvaluationSettings,
+    wiener_tune: str | Path | None = None,
+    wiener_balance: float | None = None,
+    wiener_rotated: bool = False,
+    tune_limit: int | None = 64,
+    lpips: Distance | None = None,
+    device: str = "cpu",
+    title: str = "Evaluation",
+    facts: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate restorers and the baselines on a test dataset and write the report folder.
+
+    Parameters
+    ----------
+    data : str or Path
+        A ``csb-generate`` test dataset, or a T-sweep (every exposure is evaluated).
+    out : str or Path
+        Report folder.
+    models : mapping
+        ``{None: model}`` for one model for every exposure, or ``{T: model}`` per exposure of a
+        T-sweep (every exposure of ``data`` needs one).
+    settings : EvaluationSettings
+    wiener_tune : str or Path, optional
+        Training dataset on which the Wiener balance is chosen by PSNR (per exposure when it is a
+        T-sweep with the same exposures). Takes precedence over ``wiener_balance``.
+    wiener_balance : float, optional
+        A fixed Wiener balance. With neither, the Wiener rows are left out.
+    wiener_rotated : bool
+        Add a Wiener row with the kernel rotated by 180° (tuned separately): how a filter fed
+        the stored kernel behaves when the blur was a correlation, as in the thesis's generator.
+    tune_limit : int or None
+        Training images used for tuning (the first ones).
+    lpips : callable, optional
+        LPIPS distance; None leaves the LPIPS column empty.
+    device : str
+    title : str
+    facts : mapping, optional
+        Extra lines for the report (checkpoint, data...).
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        The ``metrics.json`` document.
+    """
+    from tqdm import tqdm
+
+    parts = _parts(data)
+    missing = [t for t in parts if t not in models and None not in models]
+    if missing:
+        raise ValueError(f"no model for exposure(s) {missing}; give one per T or one for all")
+    tune_parts = _parts(wiener_tune) if wiener_tune is not None else {}
+    evaluation = Evaluation()
+    tuning: dict[str, Any] = {}
+    for exposure, dataset in parts.items():
+        label = "all" if exposure is None else f"T={exposure:g}"
+        balances: dict[str, float | None] = {"wiener": wiener_balance, "wiener_rotated": None}
+        if wiener_rotated:
+            balances["wiener_rotated"] = wiener_balance
+        if tune_parts:
+            source = tune_parts.get(exposure)
+            if source is None:
+                from csb_generator import open_dataset
+
+                source = open_dataset(wiener_tune)
+            for method, rotate in (("wiener", False), ("wiener_rotated", True)):
+                if method == "wiener_rotated" and not wiener_rotated:
+                    continue
+                result = tune_wiener_balance(source, limit=tune_limit, rotate_kernel=rotate)
+                balances[method] = result.balance
+                tuning[f"{METHOD_LABELS[method]} ({label})"] = _tuning_record(
+                    result, str(wiener_tune)
+                )
+        model = models.get(exposure, models.get(None))
+        count = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
+        bar = tqdm(total=count, desc=f"evaluate {label}", unit="image", disable=not progress)
+        with bar:
+            part = evaluate_samples(
+                dataset,
+                settings,
+                model=model,
+                wiener_balance=balances["wiener"],
+                wiener_rotated_balance=balances["wiener_rotated"],
+                lpips=lpips,
+                device=device,
+                progress=bar.update,
+            )
+        evaluation.rows.extend(part.rows)
+        if not evaluation.examples:
+            evaluation.examples = part.examples
+    return write_report(out, evaluation, settings, title=title, facts=facts, wiener_tuning=tuning)

@@ -1,0 +1,249 @@
+"""``diffdeblur evaluate`` and the evaluation library: real shards, checkpoint and files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CROP, console_script, subprocess_env
+from csb_generator import open_dataset
+from diffdeblur.config import DiffusionConfig
+from diffdeblur.evaluation import EvaluationSettings, evaluate_samples, summarise
+from diffdeblur.metrics import psnr
+from diffdeblur.restorer import Restorer, restorer_config
+from diffdeblur.wiener import tune_wiener_balance
+from torch import nn
+
+FAST = ["--steps", "2", "--batch-size", "8", "--device", "cpu", "--quiet", "--no-lpips"]
+
+
+def _run(command: list, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(part) for part in command], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def _explain(result: subprocess.CompletedProcess) -> str:
+    return f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@pytest.fixture(scope="module")
+def tsweep_dataset(tmp_path_factory) -> Path:
+    """A real T-sweep of 3 exposures, 6 crops each."""
+    out = tmp_path_factory.mktemp("tsweep") / "sweep"
+    command = [
+        str(console_script("csb-generate")),
+        "--out",
+        str(out),
+        "--mode",
+        "tsweep",
+        "--count",
+        "6",
+        "--exposure",
+        "1,1/4,1/16",
+        "--image-size",
+        str(CROP),
+        "--psf-size",
+        "16",
+        "--no-preview",
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=300, env=subprocess_env())
+    return out
+
+
+def test_identity_model_scores_exactly_like_the_blurred_input(csb_dataset):
+    model = Restorer(restorer_config("regression", "tiny")).eval()
+    model.regressor = Identity()
+    dataset = open_dataset(csb_dataset)
+    settings = EvaluationSettings(patch_size=24, batch_size=5, limit=11, examples=3)
+    evaluation = evaluate_samples(dataset, settings, model=model, wiener_balance=0.01)
+    summary = {entry["method"]: entry for entry in summarise(evaluation.rows)}
+    assert set(summary) == {"blurred", "wiener", "model"}
+    assert summary["model"]["images"] == 11
+    for metric in ("psnr", "ssim"):
+        assert summary["model"][metric] == pytest.approx(summary["blurred"][metric], abs=1e-4)
+    # The scores are those of the central 24 px patch, computed independently here.
+    sample = dataset[0]
+    top = left = (CROP - 24) // 2
+    blurred = torch.from_numpy(sample["blurred"][top : top + 24, left : left + 24])
+    sharp = torch.from_numpy(sample["sharp"][top : top + 24, left : left + 24] / 255.0)
+    expected = psnr(blurred.permute(2, 0, 1)[None].double(), sharp.permute(2, 0, 1)[None])
+    first = next(r for r in evaluation.rows if r["method"] == "blurred" and r["index"] == 0)
+    assert first["psnr"] == pytest.approx(float(expected), abs=1e-3)
+    assert evaluation.examples["model"].shape == (3, 3, 24, 24)
+    assert set(evaluation.examples) == {"blurred", "wiener", "model", "sharp"}
+
+
+def test_the_wiener_row_uses_the_weight_tuned_on_training_data(csb_dataset, small_dataset):
+    # Tuned on one dataset, applied unchanged to another: the row must score with that weight.
+    tuning = tune_wiener_balance(open_dataset(small_dataset))
+    test = open_dataset(csb_dataset)
+    settings = EvaluationSettings(patch_size=CROP, limit=6)
+    scored = evaluate_samples(test, settings, model=None, wiener_balance=tuning.balance)
+    other = evaluate_samples(test, settings, model=None, wiener_balance=tuning.balance * 100)
+    rows = [r["psnr"] for r in scored.rows if r["method"] == "wiener"]
+    assert len(rows) == 6
+    assert rows != [r["psnr"] for r in other.rows if r["method"] == "wiener"]
+
+
+@pytest.mark.slow
+def test_evaluate_writes_every_file_with_every_row(
+    diffdeblur_cli, cli_env, tiny_checkpoint, csb_dataset, small_dataset, genuine_weights, tmp_path
+):
+    out = tmp_path / "report"
+    command = [
+        diffdeblur_cli,
+        "evaluate",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--data",
+        csb_dataset,
+        "--wiener-tune",
+        small_dataset,
+        "--wiener-rotated",
+        "--limit",
+        "10",
+        "--out",
+        out,
+        "--lpips-weights",
+        genuine_weights,
+        *[a for a in FAST if a != "--no-lpips"],
+    ]
+    result = _run(command, cli_env)
+    assert result.returncode == 0, _explain(result)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["examples.png", "metrics.csv", "metrics.json", "per_image.csv", "report.md"]
+    report = (out / "report.md").read_text()
+    for row in ("| Blurred |", "| Wiener |", "| Wiener (kernel rotated 180°) |", "| Model |"):
+        assert row in report, row
+    assert "DDIM, 2 steps, eta 0" in report and "PSNR" in report and "LPIPS" in report
+    document = json.loads((out / "metrics.json").read_text())
+    methods = [entry["method"] for entry in document["summary"]]
+    assert methods == ["blurred", "wiener", "wiener_rotated", "model"]
+    assert all(entry["images"] == 10 for entry in document["summary"])
+    assert all(0 < row["lpips"] < 1 for row in document["images"])
+    assert len(document["images"]) == 40
+    assert document["settings"]["protocol"] == "central"
+    assert set(document["wiener_tuning"]) == {
+        "Wiener (all)",
+        "Wiener (kernel rotated 180°) (all)",
+    }
+    with open(out / "metrics.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["method"] for row in table] == methods
+    with open(out / "per_image.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 40
+    assert (out / "examples.png").read_bytes().startswith(b"\x89PNG")
+
+    again = _run(command, cli_env)
+    assert again.returncode == 2 and "--overwrite" in again.stderr, _explain(again)
+
+
+@pytest.mark.slow
+def test_tsweep_gives_metrics_against_exposure(
+    diffdeblur_cli, cli_env, tiny_checkpoint, tsweep_dataset, tmp_path
+):
+    out = tmp_path / "sweep-report"
+    command = [
+        diffdeblur_cli,
+        "evaluate",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--data",
+        tsweep_dataset,
+        "--wiener-tune",
+        tsweep_dataset,
+        "--protocol",
+        "full",
+        "--patch-size",
+        "16",
+        "--overlap",
+        "4",
+        "--out",
+        out,
+        *FAST,
+    ]
+    result = _run(command, cli_env)
+    assert result.returncode == 0, _explain(result)
+    assert (out / "exposure.png").read_bytes().startswith(b"\x89PNG")
+    with open(out / "metrics.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    exposures = sorted({float(row["exposure"]) for row in table})
+    assert exposures == [1 / 16, 1 / 4, 1.0]
+    assert len(table) == 3 * 3  # blurred, wiener, model at each T
+    report = (out / "report.md").read_text()
+    assert "Against the exposure fraction T" in report
+    tuned = json.loads((out / "metrics.json").read_text())["wiener_tuning"]
+    assert sorted(tuned) == ["Wiener (T=0.0625)", "Wiener (T=0.25)", "Wiener (T=1)"]
+
+
+@pytest.mark.slow
+def test_bad_evaluate_input_is_a_usage_error(
+    diffdeblur_cli, cli_env, tiny_checkpoint, csb_dataset, tmp_path
+):
+    base = [diffdeblur_cli, "evaluate", "--data", csb_dataset, "--out", tmp_path / "r"]
+    missing = _run([*base, "--checkpoint", tmp_path / "none.pt", *FAST], cli_env)
+    assert missing.returncode == 2 and "none.pt" in missing.stderr, _explain(missing)
+    env = {k: v for k, v in cli_env.items() if k != "DIFFDEBLUR_LPIPS_WEIGHTS"}
+    fast_with_lpips = [a for a in FAST if a != "--no-lpips"]
+    no_weights = _run([*base, "--checkpoint", tiny_checkpoint, *fast_with_lpips], env)
+    assert no_weights.returncode == 2, _explain(no_weights)
+    assert "lpips-weights" in no_weights.stderr and "--no-lpips" in no_weights.stderr
+    mixed = [*base, "--checkpoint", tiny_checkpoint, "--checkpoint", f"0.5={tiny_checkpoint}"]
+    refused = _run([*mixed, *FAST], env)
+    assert refused.returncode == 2 and "--checkpoint" in refused.stderr, _explain(refused)
+    not_data = _run(
+        [
+            *base[:2],
+            "--data",
+            tmp_path / "nothing",
+            "--out",
+            tmp_path / "r2",
+            "--checkpoint",
+            tiny_checkpoint,
+            *FAST,
+        ],
+        cli_env,
+    )
+    assert not_data.returncode == 2 and "nothing" in not_data.stderr, _explain(not_data)
+
+
+def test_settings_refuse_bad_values():
+    with pytest.raises(ValueError, match="protocol"):
+        EvaluationSettings(protocol="corner")
+    with pytest.raises(ValueError, match="SSIM"):
+        EvaluationSettings(patch_size=8)
+    with pytest.raises(ValueError, match="eta"):
+        EvaluationSettings(eta=2.0)
+    assert EvaluationSettings(sampler="ddpm").sampler_label() == "DDPM, all steps"
+
+
+def test_central_patch_larger_than_the_images_is_refused(csb_dataset):
+    settings = EvaluationSettings(patch_size=CROP + 8)
+    with pytest.raises(ValueError, match="smaller than"):
+        evaluate_samples(open_dataset(csb_dataset), settings, model=None)
+
+
+def test_a_diffusion_model_is_scored_per_image_and_seeded(csb_dataset, single_thread):
+    from restorer_support import seeded_restorer
+
+    config = restorer_config("residual", "tiny", diffusion=DiffusionConfig(timesteps=8))
+    model = seeded_restorer(config, seed=3).eval()
+    dataset = open_dataset(csb_dataset)
+    settings = EvaluationSettings(patch_size=16, steps=2, limit=4, batch_size=2)
+    first = evaluate_samples(dataset, settings, model=model)
+    second = evaluate_samples(dataset, settings, model=model)
+    scores = [r["psnr"] for r in first.rows if r["method"] == "model"]
+    assert scores == [r["psnr"] for r in second.rows if r["method"] == "model"]
+    assert len(scores) == 4 and all(np.isfinite(scores))
+    assert all(np.isnan(r["lpips"]) for r in first.rows)  # no LPIPS model given
