@@ -50,6 +50,8 @@ def test_thesis_experiments_run_end_to_end_at_ci_size(tmp_path):
         assert column in table3
     for method in ("blurred", "wiener", "wiener_rotated", "model"):
         assert f"| {method} |" in table3
+    report = (out / "table3" / "psf32" / "report.md").read_text()
+    assert "none (a regression model restores in one network pass)" in report
     table4 = (out / "table4" / "results.md").read_text()
     for column in ("no noise", "σ = 1, λ = 768000", "σ = 2, λ = 192000", "σ = 4, λ = 48000"):
         assert column in table4

@@ -489,6 +489,8 @@ def evaluate(
         "LPIPS": lpips_note,
         "device": device,
     }
+    if not any(m.is_diffusion for m in models.values()):
+        facts["sampler"] = "none (a regression model restores in one network pass)"
     try:
         evaluate_dataset(
             data,

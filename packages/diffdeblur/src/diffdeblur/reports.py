@@ -122,7 +122,7 @@ def write_report(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    facts = dict(facts or {})
+    facts = dict(facts or {})  # a "sampler" entry replaces the settings' sampler line
     summary = summarise(evaluation.rows)
     exposures = sorted({row["exposure"] for row in evaluation.rows})
     by_exposure = summarise(evaluation.rows, by=("exposure", "method"))
@@ -138,7 +138,8 @@ def write_report(
 
     lines = [f"# {title}", ""]
     for key, value in facts.items():
-        lines.append(f"- **{key}**: {value}")
+        if key != "sampler":
+            lines.append(f"- **{key}**: {value}")
     protocol = (
         f"central {settings.patch_size}×{settings.patch_size} patch"
         if settings.protocol == "central"
@@ -146,7 +147,7 @@ def write_report(
     )
     lines += [
         f"- **protocol**: {protocol}",
-        f"- **sampler**: {settings.sampler_label()}, seed {settings.seed}",
+        f"- **sampler**: {facts.get('sampler', settings.sampler_label())}, seed {settings.seed}",
         f"- **images**: {summary[0]['images'] if summary else 0}",
     ]
     for key, value in (wiener_tuning or {}).items():
