@@ -154,11 +154,12 @@ def test_tsweep_gives_metrics_against_exposure(
     diffdeblur_cli, cli_env, tiny_checkpoint, tsweep_dataset, tmp_path
 ):
     out = tmp_path / "sweep-report"
+    # One model per exposure (T=PATH), here the same file thrice.
+    per_exposure = [f"--checkpoint={t}={tiny_checkpoint}" for t in ("1", "0.25", "0.0625")]
     command = [
         diffdeblur_cli,
         "evaluate",
-        "--checkpoint",
-        tiny_checkpoint,
+        *per_exposure,
         "--data",
         tsweep_dataset,
         "--wiener-tune",
@@ -185,6 +186,10 @@ def test_tsweep_gives_metrics_against_exposure(
     assert "Against the exposure fraction T" in report
     tuned = json.loads((out / "metrics.json").read_text())["wiener_tuning"]
     assert sorted(tuned) == ["Wiener (T=0.0625)", "Wiener (T=0.25)", "Wiener (T=1)"]
+
+    partial = [part for part in command if not str(part).startswith("--checkpoint=0")]
+    refused = _run([*partial, "--overwrite"], cli_env)
+    assert refused.returncode == 2 and "no model for exposure" in refused.stderr, _explain(refused)
 
 
 @pytest.mark.slow
