@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from csb_generator.images import BUILTIN_PHOTOGRAPHS
+from diffdeblur.evaluation import METHOD_LABELS
 
 #: Photographs held out of every training set; all test crops come from them.
 TEST_PHOTOGRAPHS = ("chelsea", "coffee")
@@ -214,7 +215,7 @@ def write_tables(args: argparse.Namespace, experiment: str, reports: dict[str, P
             for document in documents.values():
                 entry = next(e for e in document["summary"] if e["method"] == method)
                 cells.append(_cell(entry))
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join(cells) + " |")
     else:
         for name, path in reports.items():
             document = _summary(path)
@@ -222,7 +223,7 @@ def write_tables(args: argparse.Namespace, experiment: str, reports: dict[str, P
                       "|---|---|---|---|---|"]  # fmt: skip
             for entry in document["by_exposure"]:
                 lines.append(
-                    f"| {entry['exposure']:g} | {entry['method']} | "
+                    f"| {entry['exposure']:g} | {METHOD_LABELS[entry['method']]} | "
                     + " | ".join(_cell(entry).split(" / "))
                     + " |"
                 )

@@ -48,7 +48,7 @@ def test_thesis_experiments_run_end_to_end_at_ci_size(tmp_path):
     table3 = (out / "table3" / "results.md").read_text()
     for column in ("PSF 16 px", "PSF 32 px", "PSF 64 px"):
         assert column in table3
-    for method in ("blurred", "wiener", "wiener_rotated", "model"):
+    for method in ("Blurred", "Wiener", "Wiener (kernel rotated 180°)", "Model"):
         assert f"| {method} |" in table3
     report = (out / "table3" / "psf32" / "report.md").read_text()
     assert "none (a regression model restores in one network pass)" in report
