@@ -47,7 +47,7 @@ DEFAULT_JSON = ROOT / "benchmarks" / "results" / "generator.json"
 
 sys.path.insert(0, str(ROOT / "tests"))
 import plain_model  # noqa: E402  (the pure-Python reference lives in tests/)
-from machine import cpu_model  # noqa: E402  (beside this script, on sys.path when it runs)
+from machine import cpu_model, ram_gib  # noqa: E402  (beside this script, on sys.path when it runs)
 
 PSF_SIZE = 64
 LENGTH = 32.0
@@ -305,13 +305,7 @@ def bench_cold_start(quick: bool) -> dict:
 
 def machine() -> dict:
     cpu = cpu_model()
-    ram = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
+    ram = ram_gib()
     import numba
 
     def git(*args):

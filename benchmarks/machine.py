@@ -21,6 +21,17 @@ def cpu_model() -> str:
     return "unknown"
 
 
+def ram_gib() -> float | None:
+    """Total memory in GiB from /proc/meminfo (one decimal), or None where there is none."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return None
+
+
 def describe(root: Path | None = None) -> dict:
     """The machine, the software and the moment of a benchmark run, for its results file.
 
@@ -54,13 +65,7 @@ def describe(root: Path | None = None) -> dict:
         except metadata.PackageNotFoundError:
             return None
 
-    ram = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
+    ram = ram_gib()
     changes = git("status", "--porcelain", "--untracked-files=no")
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

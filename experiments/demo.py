@@ -20,41 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from csb_generator import degrade, random_psf
 from csb_generator.images import BUILTIN_PHOTOGRAPHS, builtin_folder, read_image
-
-TEST_PHOTOGRAPHS = ("chelsea", "coffee")
-
-
-def _script(name: str) -> str:
-    path = Path(sys.executable).with_name(name)
-    return str(path) if path.exists() else name
-
-
-def _run(command: list[str], log: Path) -> float:
-    print("$", " ".join(command), flush=True)
-    started = time.perf_counter()
-    with open(log, "w") as handle:
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
-    if result.returncode:
-        raise SystemExit(f"failed ({result.returncode}): {' '.join(command)}\n{log.read_text()}")
-    return time.perf_counter() - started
-
-
-def _photo_folders(work: Path) -> tuple[Path, Path]:
-    train, test = work / "photos-train", work / "photos-test"
-    for folder in (train, test):
-        folder.mkdir(parents=True, exist_ok=True)
-    for photograph in BUILTIN_PHOTOGRAPHS.values():
-        folder = test if photograph.name in TEST_PHOTOGRAPHS else train
-        shutil.copy(photograph.path, folder / photograph.filename)
-    return train, test
+from pipeline import CSB_GENERATE, DIFFDEBLUR, photo_folders, run_logged
 
 
 def _blurred_photograph(work: Path, seed: int) -> tuple[Path, Path, np.ndarray]:
@@ -111,13 +83,13 @@ def main() -> None:
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     started = time.perf_counter()
-    train_photos, test_photos = _photo_folders(work)
+    train_photos, test_photos = photo_folders(work)
     train_data, test_data, run = work / "train", work / "test", work / "run"
     for folder in (train_data, test_data, run):
         shutil.rmtree(folder, ignore_errors=True)
-    generate = [_script("csb-generate"), "--mode", "random", "--psf-size", "32", "--no-preview"]
+    generate = [CSB_GENERATE, "--mode", "random", "--psf-size", "32", "--no-preview"]
     seconds = {}
-    seconds["generate"] = _run(
+    seconds["generate"] = run_logged(
         [
             *generate,
             "--source",
@@ -129,13 +101,13 @@ def main() -> None:
         ],
         logs / "generate-train.log",
     )
-    seconds["generate"] += _run(
+    seconds["generate"] += run_logged(
         [*generate, "--source", str(test_photos), "--count", str(test_count), "--image-size", "96",
          "--out", str(test_data), "--seed", "1"],
         logs / "generate-test.log",
     )  # fmt: skip
-    seconds["train"] = _run(
-        [_script("diffdeblur"), "train", "--data", str(train_data), "--out", str(run),
+    seconds["train"] = run_logged(
+        [DIFFDEBLUR, "train", "--data", str(train_data), "--out", str(run),
          "--variant", "tiny", "--parametrisation", args.parametrisation, "--batch-size", "8",
          "--lr", "2e-4", "--warmup-steps", "100", "--ema-decay", "0.999", "--epochs", "1000",
          "--samples-per-epoch", "1024", "--budget-minutes", str(args.train_minutes),
@@ -146,8 +118,8 @@ def main() -> None:
     checkpoint = str(run / "checkpoint.pt")
     lpips = ["--lpips-weights", args.lpips_weights] if args.lpips_weights else ["--no-lpips"]
     evaluation = out / "evaluation"
-    seconds["evaluate"] = _run(
-        [_script("diffdeblur"), "evaluate", "--checkpoint", checkpoint, "--data", str(test_data),
+    seconds["evaluate"] = run_logged(
+        [DIFFDEBLUR, "evaluate", "--checkpoint", checkpoint, "--data", str(test_data),
          "--wiener-tune", str(train_data), "--tune-limit", "64", "--steps", str(args.steps),
          "--device", "cpu", "--quiet", "--overwrite", "--title", "Demo: held-out test crops",
          "--out", str(evaluation), *lpips],
@@ -157,8 +129,8 @@ def main() -> None:
     # scikit-image's real motion-blurred photograph, kept out of every training set.
     clock = builtin_folder() / "clock_motion.png"
     restored = out / "restored"
-    seconds["restore"] = _run(
-        [_script("diffdeblur"), "restore", "--checkpoint", checkpoint, str(blurred_path),
+    seconds["restore"] = run_logged(
+        [DIFFDEBLUR, "restore", "--checkpoint", checkpoint, str(blurred_path),
          str(clock), "--out", str(restored), "--steps", str(args.steps), "--device", "cpu",
          "--quiet", "--overwrite"],
         logs / "restore.log",

@@ -21,44 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from csb_generator import open_dataset
-from csb_generator.images import BUILTIN_PHOTOGRAPHS
 from diffdeblur import load_restorer
 from diffdeblur.metrics import psnr
 from diffdeblur.plots import save_restoration_grid
+from pipeline import CSB_GENERATE, DIFFDEBLUR, photo_folders, run_logged
 
 PARAMETRISATIONS = ("sharp", "residual", "refine", "regression")
-TEST_PHOTOGRAPHS = ("chelsea", "coffee")
-
-
-def _script(name: str) -> str:
-    path = Path(sys.executable).with_name(name)
-    return str(path) if path.exists() else name
-
-
-def _run(command: list[str], log: Path) -> float:
-    print("$", " ".join(command), flush=True)
-    started = time.perf_counter()
-    with open(log, "w") as handle:
-        subprocess.run(command, check=True, stdout=handle, stderr=subprocess.STDOUT)
-    return time.perf_counter() - started
-
-
-def _sources(work: Path) -> tuple[Path, Path]:
-    train, test = work / "photos-train", work / "photos-test"
-    for folder in (train, test):
-        folder.mkdir(parents=True, exist_ok=True)
-    for photograph in BUILTIN_PHOTOGRAPHS.values():
-        folder = test if photograph.name in TEST_PHOTOGRAPHS else train
-        shutil.copy(photograph.path, folder / photograph.filename)
-    return train, test
 
 
 def _pairs(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +47,7 @@ def _train(args: argparse.Namespace, parametrisation: str, data: Path, run: Path
     """Train one model from scratch; returns (and records beside it) its wall time in seconds."""
     shutil.rmtree(run, ignore_errors=True)
     command = [
-        _script("diffdeblur"), "train", "--data", str(data), "--out", str(run),
+        DIFFDEBLUR, "train", "--data", str(data), "--out", str(run),
         "--variant", args.variant, "--parametrisation", parametrisation,
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--warmup-steps", "100",
         "--ema-decay", "0.999", "--epochs", "1",
@@ -81,7 +55,7 @@ def _train(args: argparse.Namespace, parametrisation: str, data: Path, run: Path
         "--checkpoint-every", str(args.steps), "--validate-every", str(args.steps),
         "--quiet", "--device", "cpu",
     ]  # fmt: skip
-    seconds = _run(command, args.work / f"train-{parametrisation}.log")
+    seconds = run_logged(command, args.work / f"train-{parametrisation}.log")
     (run / "timing.json").write_text(json.dumps({"train_seconds": seconds}) + "\n")
     return seconds
 
@@ -104,10 +78,10 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    train_photos, test_photos = _sources(args.work)
-    generate = [_script("csb-generate"), "--mode", "random", "--psf-size", "32", "--no-preview"]
+    train_photos, test_photos = photo_folders(args.work)
+    generate = [CSB_GENERATE, "--mode", "random", "--psf-size", "32", "--no-preview"]
     train_data, test_data = args.work / "train", args.work / "test"
-    _run(
+    run_logged(
         [
             *generate,
             "--source",
@@ -121,7 +95,7 @@ def main() -> None:
         ],
         args.work / "generate-train.log",
     )
-    _run(
+    run_logged(
         [
             *generate,
             "--source",

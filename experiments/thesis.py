@@ -26,17 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from csb_generator.images import BUILTIN_PHOTOGRAPHS
 from diffdeblur.evaluation import METHOD_LABELS
+from pipeline import CSB_GENERATE, DIFFDEBLUR, photo_folders, run_logged
 
-#: Photographs held out of every training set; all test crops come from them.
-TEST_PHOTOGRAPHS = ("chelsea", "coffee")
 EXPERIMENTS = ("table3", "table4", "figure4")
 TABLE4_NOISE = (("none", None, None), ("s1", 1, 768000), ("s2", 2, 192000), ("s4", 4, 48000))
 
@@ -88,13 +83,8 @@ def settings_of(experiment: str) -> list[Setting]:
     raise ValueError(f"unknown experiment {experiment!r}")
 
 
-def _script(name: str) -> str:
-    path = Path(sys.executable).with_name(name)
-    return str(path) if path.exists() else name
-
-
 class Runner:
-    """Runs commands, logs them, and records them for the results folder."""
+    """Runs commands with a log each, recording them in ``<out>/commands.txt``."""
 
     def __init__(self, out: Path, work: Path):
         self.commands = out / "commands.txt"
@@ -102,30 +92,7 @@ class Runner:
         self.logs.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, command: list[str], log_name: str) -> float:
-        line = " ".join(command)
-        print("$", line, flush=True)
-        with open(self.commands, "a") as handle:
-            handle.write(line + "\n")
-        started = time.perf_counter()
-        with open(self.logs / log_name, "w") as handle:
-            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
-        if result.returncode != 0:
-            tail = (self.logs / log_name).read_text()[-2000:]
-            raise SystemExit(f"command failed ({result.returncode}): {line}\n{tail}")
-        return time.perf_counter() - started
-
-
-def photo_folders(work: Path) -> tuple[Path, Path]:
-    """Copies of the built-in photographs: training ones and the held-out test ones."""
-    train, test = work / "photos-train", work / "photos-test"
-    for folder in (train, test):
-        folder.mkdir(parents=True, exist_ok=True)
-    for photograph in BUILTIN_PHOTOGRAPHS.values():
-        folder = test if photograph.name in TEST_PHOTOGRAPHS else train
-        target = folder / photograph.filename
-        if not target.exists():
-            shutil.copy(photograph.path, target)
-    return train, test
+        return run_logged(command, self.logs / log_name, record=self.commands)
 
 
 def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path:
@@ -134,7 +101,7 @@ def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path
     base = args.work / setting.experiment / setting.name
     train_data, test_data = base / "train", base / "test"
     report = args.out / setting.experiment / setting.name
-    generate = [_script("csb-generate"), *setting.generate, "--no-preview"]
+    generate = [CSB_GENERATE, *setting.generate, "--no-preview"]
     sweep = "tsweep" in setting.generate
     # A T-sweep counts per T: the same number of training images in all, spread over the 6 T.
     train_count = max(args.train_count // 6, 2) if sweep else args.train_count
@@ -159,7 +126,7 @@ def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path
     model_dir = base / "run"
     if not (model_dir / "checkpoint.pt").exists():
         run(
-            [_script("diffdeblur"), "train", "--data", str(train_data), "--out", str(model_dir),
+            [DIFFDEBLUR, "train", "--data", str(train_data), "--out", str(model_dir),
              "--variant", args.variant, "--parametrisation", args.parametrisation,
              "--patch-size", str(args.patch_size), "--batch-size", str(args.batch_size),
              "--lr", str(args.lr), *args.train_extra, "--samples-per-epoch", "1024",
@@ -175,7 +142,7 @@ def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path
     if not (report / "report.md").exists():
         lpips = ["--lpips-weights", args.lpips_weights] if args.lpips_weights else ["--no-lpips"]
         run(
-            [_script("diffdeblur"), "evaluate", "--checkpoint", str(model_dir / "checkpoint.pt"),
+            [DIFFDEBLUR, "evaluate", "--checkpoint", str(model_dir / "checkpoint.pt"),
              "--data", str(test_data), "--wiener-tune", str(train_data), "--wiener-rotated",
              "--tune-limit", str(args.tune_count), "--patch-size", str(args.patch_size),
              "--sampler", args.sampler, "--steps", str(args.ddim_steps),

@@ -450,7 +450,8 @@ def test_load_lpips_reads_the_environment_variable(monkeypatch, synthetic_weight
     monkeypatch.setenv(LPIPS_WEIGHTS_ENV, str(synthetic_weights))
     model = load_lpips()
     assert torch.equal(
-        model.lin0.model[1].weight, torch.load(synthetic_weights)["lin0.model.1.weight"]
+        model.lin0.model[1].weight,
+        torch.load(synthetic_weights, weights_only=True)["lin0.model.1.weight"],
     )
     absent = tmp_path / "absent.pt"
     monkeypatch.setenv(LPIPS_WEIGHTS_ENV, str(absent))
@@ -481,7 +482,7 @@ def test_load_lpips_refuses_other_torch_files(tmp_path, synthetic_weights):
         LPIPSWeightsError, match=re.escape(f"{foreign} is not an LPIPS(alex) state dict")
     ):
         load_lpips(foreign)
-    state = torch.load(synthetic_weights)
+    state = torch.load(synthetic_weights, weights_only=True)
     state["lin2.model.1.weight"] = torch.zeros(1, 383, 1, 1)
     reshaped = tmp_path / "reshaped.pt"
     torch.save(state, reshaped)

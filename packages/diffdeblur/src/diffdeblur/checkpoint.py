@@ -9,8 +9,6 @@ is refused instead of executed.
 
 from __future__ import annotations
 
-import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 
 from .config import RestorerConfig
 from .restorer import Restorer
+from .torch_files import is_torch_archive, load_plain, save_atomic
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -47,16 +46,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         Plain containers, numbers, strings and tensors only (what ``weights_only`` loading
         accepts). ``format`` is added.
     """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save({"format": CHECKPOINT_FORMAT, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    save_atomic(path, {"format": CHECKPOINT_FORMAT, **state})
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -71,21 +61,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
-        what = "is empty" if not magic else "is not a PyTorch checkpoint (not a zip archive)"
-        raise CheckpointError(f"checkpoint {path} {what}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"refused to load {path}: it holds objects other than tensors and plain data, which "
-            f"could run code ({error.__class__.__name__}: {str(error).splitlines()[0]})"
-        ) from None
-    except Exception as error:  # a damaged archive fails in many ways inside torch
-        reason = str(error) or error.__class__.__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from error
+    if not is_torch_archive(path):
+        what = "is empty" if path.stat().st_size == 0 else "is not a PyTorch checkpoint"
+        raise CheckpointError(f"checkpoint {path} {what} (not a zip archive)")
+    state = load_plain(path, map_location, CheckpointError, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} file")
     return state

