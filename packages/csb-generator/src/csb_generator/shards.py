@@ -151,7 +151,7 @@ def write_shard(
         for name, array in arrays.items():
             array = np.asarray(array)
             compressed = compression is not None and array.ndim > 1
-            handle.create_dataset(
+            dataset = handle.create_dataset(
                 name,
                 data=array,
                 chunks=(1, *array.shape[1:]) if array.ndim > 0 and len(array) else None,
@@ -159,6 +159,10 @@ def write_shard(
                 track_times=False,
                 **(options if compressed else {}),
             )
+            # Cached chunks get their place in the file when they are flushed. Flush now, not
+            # when Python happens to free the dataset object (later under a profiler, as in a
+            # dask worker), so the layout, and the bytes, never depend on it.
+            dataset.flush()
         handle.flush()
         image = handle.id.get_file_image()
     temporary = _temporary_name(path)
