@@ -1,5 +1,5 @@
-"""What the experiment scripts share: the held-out photographs, and running the command-line
-tools with a log per command.
+"""What the experiment scripts share: the training and held-out photographs, and running the
+command-line tools with a log per command.
 
 The scripts import it from beside themselves (``python experiments/<script>.py`` puts this
 folder on ``sys.path``).
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from csb_generator.images import BUILTIN_PHOTOGRAPHS
+from photographs import copy_for_training, extra_photographs
 
 #: Built-in photographs held out of every training set; all test crops come from them.
 TEST_PHOTOGRAPHS = ("chelsea", "coffee")
@@ -50,9 +51,17 @@ def run_logged(command: list[str], log: Path, record: Path | None = None) -> flo
     return time.perf_counter() - started
 
 
-def photo_folders(work: Path) -> tuple[Path, Path]:
-    """Copies of the built-in photographs in ``work``: the training ones and the held-out ones."""
-    train, test = work / "photos-train", work / "photos-test"
+def photo_folders(work: Path, extra: str = "none") -> tuple[Path, Path]:
+    """Training and held-out photographs in ``work``; returns the two folders.
+
+    The training folder holds the built-in photographs but the held-out ones, plus the packaged
+    photographs of ``extra`` (see `photographs.extra_photographs`); its name says which, so that
+    runs with different selections never share a folder. The held-out folder is the same for
+    every selection.
+    """
+    train = work / ("photos-train" if extra == "none" else f"photos-train-{extra}")
+    test = work / "photos-test"
+    packaged = extra_photographs(extra)
     for folder in (train, test):
         folder.mkdir(parents=True, exist_ok=True)
     for photograph in BUILTIN_PHOTOGRAPHS.values():
@@ -60,4 +69,6 @@ def photo_folders(work: Path) -> tuple[Path, Path]:
         target = folder / photograph.filename
         if not target.exists():
             shutil.copy(photograph.path, target)
+    for photograph in packaged:
+        copy_for_training(photograph, train)
     return train, test

@@ -1,9 +1,11 @@
 """The thesis's experiments end to end, scaled to a CPU budget: Table 3, Table 4, Figure 4.
 
-Each experiment generates training shards from the built-in photographs and test shards from two
-photographs the training never sees, trains one model per setting for a fixed wall-clock budget,
-tunes the Wiener baseline on the training shards (kernel as applied, and rotated by 180°), runs
-``diffdeblur evaluate`` on the test shards, and gathers the tables and plots into ``--out``:
+Each experiment generates training shards from the built-in photographs (plus, with
+``--extra-photographs``, real photographs from PyPI and Debian packages: see ``photographs.py``)
+and test shards from two photographs the training never sees, trains one model per setting for a
+fixed wall-clock budget, tunes the Wiener baseline on the training shards (kernel as applied, and
+rotated by 180°), runs ``diffdeblur evaluate`` on the test shards, and gathers the tables and
+plots into ``--out``:
 
 - ``table3``: ``random`` mode, PSF 16, 32, 64 px (trajectories up to psf/2 long), no noise;
 - ``table4``: ``noisy`` mode, PSF 32, (sigma, lambda) = no noise, (1, 768000), (2, 192000),
@@ -11,12 +13,13 @@ tunes the Wiener baseline on the training shards (kernel as applied, and rotated
 - ``figure4``: ``tsweep`` with a linear and a shaky trajectory, T = 1 ... 1/32, sigma 0,
   lambda 765000; one model for all T per trajectory; PSNR against T for the model and Wiener.
 
-Every stage is skipped when its output exists (rerun after an interruption to continue). Every
+Every stage is skipped when its output exists (rerun after an interruption to continue); a
+``--work`` folder is therefore tied to the photograph selection it was first used with. Every
 command that runs is printed and appended to ``<out>/commands.txt``, so the tables can be
 reproduced command by command.
 
-    python experiments/thesis.py all --budget-minutes 5 --work /tmp/thesis-work \\
-        --out experiments/results/thesis
+    python experiments/thesis.py all --budget-minutes 8 --extra-photographs debian \\
+        --work /tmp/thesis-work --out experiments/results/thesis
     python experiments/thesis.py table3 --tiny --work /tmp/t --out /tmp/t/results   # CI size
     python experiments/thesis.py all --preset thesis --work /data/thesis --out results  # GPU
 """
@@ -29,8 +32,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from csb_generator.images import BUILTIN_PHOTOGRAPHS
 from diffdeblur.evaluation import METHOD_LABELS
-from pipeline import CSB_GENERATE, DIFFDEBLUR, photo_folders, run_logged
+from photographs import SELECTIONS, extra_photographs
+from pipeline import CSB_GENERATE, DIFFDEBLUR, TEST_PHOTOGRAPHS, photo_folders, run_logged
 
 EXPERIMENTS = ("table3", "table4", "figure4")
 TABLE4_NOISE = (("none", None, None), ("s1", 1, 768000), ("s2", 2, 192000), ("s4", 4, 48000))
@@ -97,7 +102,7 @@ class Runner:
 
 def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path:
     """Generate, train, evaluate one setting; returns its report folder."""
-    train_photos, test_photos = photo_folders(args.work)
+    train_photos, test_photos = photo_folders(args.work, args.extra_photographs)
     base = args.work / setting.experiment / setting.name
     train_data, test_data = base / "train", base / "test"
     report = args.out / setting.experiment / setting.name
@@ -202,6 +207,20 @@ def write_tables(args: argparse.Namespace, experiment: str, reports: dict[str, P
     return path
 
 
+def training_photographs(args: argparse.Namespace) -> list[dict]:
+    """What the training crops were cut from: each photograph with its source and licence."""
+    builtin = [
+        {"name": p.name, "package": "scikit-image (PyPI)", "author": p.credit, "licence": p.licence}
+        for p in BUILTIN_PHOTOGRAPHS.values()
+        if p.name not in TEST_PHOTOGRAPHS
+    ]
+    packaged = [
+        {"name": p.name, "package": p.package, "author": p.author, "licence": p.licence}
+        for p in extra_photographs(args.extra_photographs)
+    ]
+    return builtin + packaged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiments", nargs="+", choices=[*EXPERIMENTS, "all"])
@@ -230,9 +249,26 @@ def main() -> None:
         "image diffused, 4000 epochs of 1024 patches, batch 16, DDPM over 1000 steps; no budget)",
     )
     parser.add_argument(
+        "--extra-photographs",
+        choices=SELECTIONS,
+        default="pypi",
+        help="training photographs besides the built-in ones: none; pypi (matplotlib's); debian "
+        "(also 8 KDE wallpaper photographs: apt-get install plasma-workspace-wallpapers)",
+    )
+    parser.add_argument(
         "--tiny", action="store_true", help="CI size: a few samples, 2 training steps"
     )
     args = parser.parse_args()
+    try:
+        extra_photographs(args.extra_photographs)
+    except FileNotFoundError as error:
+        parser.error(f"--extra-photographs {args.extra_photographs}: {error}")
+    selection_record = args.work / "extra-photographs.txt"
+    if selection_record.exists() and selection_record.read_text().strip() != args.extra_photographs:
+        parser.error(
+            f"--work {args.work} holds data made with --extra-photographs "
+            f"{selection_record.read_text().strip()}; use another --work folder"
+        )
     # CPU budget runs: short warm-up and EMA so that a few hundred steps count; epochs are
     # unlimited and the budget stops the run.
     args.train_extra = ["--warmup-steps", "100", "--ema-decay", "0.999", "--epochs", "100000"]
@@ -245,12 +281,14 @@ def main() -> None:
         args.patch_size, args.test_size, args.max_steps, args.ddim_steps = 32, 48, 2, 2
     chosen = EXPERIMENTS if "all" in args.experiments else tuple(dict.fromkeys(args.experiments))
     args.work.mkdir(parents=True, exist_ok=True)
+    selection_record.write_text(args.extra_photographs + "\n")
     args.out.mkdir(parents=True, exist_ok=True)
     run = Runner(args.out, args.work)
     for experiment in chosen:
         (args.out / experiment).mkdir(parents=True, exist_ok=True)
         reports = {s.name: run_setting(args, s, run) for s in settings_of(experiment)}
         print("wrote", write_tables(args, experiment, reports), flush=True)
+    (args.out / "photographs.json").write_text(json.dumps(training_photographs(args), indent=2))
     (args.out / "settings.json").write_text(
         json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2) + "\n"
     )

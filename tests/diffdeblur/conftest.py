@@ -20,8 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-# The tests import their helpers (restorer_support) from this folder.
+# The tests import their helpers (restorer_support) from this folder, and prerequisites from its
+# parent.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prerequisites import missing_prerequisite
 
 #: Side of the stored crops of the generated datasets (= the patch size of the tests).
 CROP = 32
@@ -166,9 +170,7 @@ def fixture_file(variable: str, what: str, command: str) -> Path:
             f"{variable} is unset: this test needs the {what}. Get it with `{command}` and set "
             f"{variable} to the downloaded file (`nox -s tests` does both)."
         )
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} Under CI this test must not be skipped.", pytrace=False)
-        pytest.skip(message)
+        missing_prerequisite(message)
     path = Path(value)
     if not path.is_file():
         pytest.fail(f"{variable}={value} is not a file", pytrace=False)
