@@ -62,6 +62,7 @@ import numpy as np
 import torch
 from diffdeblur.tiling import PatchGrid
 from machine import describe
+from run_options import add_run_options
 from tiny_inputs import console_script, tiny_checkpoint, tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -401,20 +402,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="patches per call (16)")
     parser.add_argument("--size", type=_size, default=(1280, 720), help="WIDTHxHEIGHT (1280x720)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per command, best kept (1)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default cpu")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="OMP_NUM_THREADS of the restore processes [default: the environment's]",
-    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the image's blur kernel")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a check of seconds: 320x180 image, patches 32 64, overlaps 0 16, 2 steps; a tiny "
-        "model is trained in a temporary folder unless --checkpoint is given; writes "
+    add_run_options(
+        parser,
+        RESULTS,
+        threads_help="OMP_NUM_THREADS of the restore processes [default: the environment's]",
+        quick_help="a check of seconds: 320x180 image, patches 32 64, overlaps 0 16, 2 steps; a "
+        "tiny model is trained in a temporary folder unless --checkpoint is given; writes "
         "restore-quick.*",
     )
     return parser

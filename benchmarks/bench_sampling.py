@@ -56,6 +56,7 @@ from diffdeblur.checkpoint import load_checkpoint, restorer_from_checkpoint, tra
 from diffdeblur.evaluation import EvaluationSettings, evaluate_samples, summarise
 from diffdeblur.restorer import Restorer
 from machine import describe
+from run_options import add_run_options
 from tiny_inputs import tiny_checkpoint, tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -340,17 +341,13 @@ def _parser() -> argparse.ArgumentParser:
         "--patch-size", type=int, default=None, help="central square, px [default: training patch]"
     )
     parser.add_argument("--no-ema", action="store_true", help="raw weights instead of the EMA")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default cpu")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch.set_num_threads [default: torch's]"
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a seconds-long check: 4 images, DDIM 2 and 5, DDPM (models of <= 50 steps); a tiny "
-        "dataset and model are "
-        "made in a temporary folder unless --data/--checkpoint are given; writes sampling-quick.*",
+    add_run_options(
+        parser,
+        RESULTS,
+        threads_help="torch.set_num_threads [default: torch's]",
+        quick_help="a seconds-long check: 4 images, DDIM 2 and 5, DDPM (models of <= 50 steps); "
+        "a tiny dataset and model are made in a temporary folder unless --data/--checkpoint are "
+        "given; writes sampling-quick.*",
     )
     return parser
 

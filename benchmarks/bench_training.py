@@ -61,6 +61,7 @@ from diffdeblur.config import PARAMETRISATIONS, VARIANTS
 from diffdeblur.data import open_training_data
 from diffdeblur.restorer import Restorer, restorer_config
 from machine import describe
+from run_options import add_run_options
 from tiny_inputs import tiny_dataset
 from torch import nn
 from torch.utils.data import DataLoader
@@ -377,15 +378,11 @@ def _parser() -> argparse.ArgumentParser:
         "--interleaved-steps", type=int, default=20, help="steps fed by each loader (20)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every draw (0)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default cpu")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch.set_num_threads [default: torch's]"
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a check of seconds: tiny variant (unless --variants), 32 px, batch 4, 2 steps, "
+    add_run_options(
+        parser,
+        RESULTS,
+        threads_help="torch.set_num_threads [default: torch's]",
+        quick_help="a check of seconds: tiny variant (unless --variants), 32 px, batch 4, 2 steps, "
         "workers 0 1; a tiny dataset is generated in a temporary folder unless --data is given; "
         "writes training-quick.*",
     )
