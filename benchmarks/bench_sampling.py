@@ -55,6 +55,7 @@ from csb_generator.shards import TSweepDataset
 from diffdeblur.checkpoint import load_checkpoint, restorer_from_checkpoint, training_patch_size
 from diffdeblur.evaluation import EvaluationSettings, evaluate_samples, summarise
 from diffdeblur.restorer import Restorer
+from diffdeblur.samplers import SamplerSpec
 from machine import describe
 from run_options import add_run_options
 from tiny_inputs import tiny_checkpoint, tiny_dataset
@@ -152,11 +153,11 @@ def run_sampler(
         total = time.perf_counter() - start
     rows = [row for row in evaluation.rows if row["method"] == "model"]
     count = len(rows)
-    steps = model.diffusion.num_timesteps if settings.sampler == "ddpm" else settings.steps
+    spec = settings.sampler.resolve(model.diffusion)
     result = {
-        "sampler": settings.sampler,
-        "steps": steps,
-        "label": f"DDPM {steps}" if settings.sampler == "ddpm" else f"DDIM {steps}",
+        "sampler": spec.name,
+        "steps": spec.steps,
+        "label": f"{spec.name.upper()} {spec.steps}",
         "images": count,
         "sampling_s": sum(calls),
         "total_s": total,
@@ -396,9 +397,9 @@ def run(args: argparse.Namespace, stem: str) -> None:
             protocol="central",
             patch_size=patch,
             batch_size=args.batch_size,
-            sampler=sampler,
-            steps=steps,
-            eta=args.eta,
+            sampler=SamplerSpec("ddpm")
+            if sampler == "ddpm"
+            else SamplerSpec(sampler, steps, args.eta),
             seed=args.seed,
             examples=0,
         )

@@ -149,14 +149,10 @@ def tiny_checkpoint(csb_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
         validation_images=2,
         validation_steps=2,
         device="cpu",
+        precision="fp32",
+        threads=1,
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = train(config, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return Path(result.checkpoint)
+    return Path(train(config, progress=False).checkpoint)
 
 
 # --- files fetched from PyPI by `nox -s tests` (never committed) ---------------------------

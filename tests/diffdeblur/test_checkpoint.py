@@ -20,6 +20,7 @@ from diffdeblur.checkpoint import (
 )
 from diffdeblur.config import DiffusionConfig
 from diffdeblur.restorer import Restorer, restorer_config
+from diffdeblur.samplers import SamplerSpec
 from restorer_support import seeded_restorer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -104,7 +105,11 @@ def test_load_restorer_rebuilds_the_same_model(tmp_path, parametrisation):
         assert all(torch.equal(got[key], expected[key]) for key in expected)
         blurred = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(3)) * 2 - 1
         outputs = [
-            net.restore(blurred, steps=4, generator=torch.Generator().manual_seed(4))
+            net.restore(
+                blurred,
+                sampler=SamplerSpec(steps=4),
+                generator=torch.Generator().manual_seed(4),
+            )
             for net in (loaded, source)
         ]
         assert torch.equal(outputs[0], outputs[1])

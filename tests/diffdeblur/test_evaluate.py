@@ -16,7 +16,8 @@ from diffdeblur.config import DiffusionConfig
 from diffdeblur.evaluation import EvaluationSettings, evaluate_samples, summarise
 from diffdeblur.metrics import psnr
 from diffdeblur.restorer import Restorer, restorer_config
-from diffdeblur.wiener import tune_wiener_balance
+from diffdeblur.samplers import SamplerSpec
+from diffdeblur.wiener import tune_wiener_balance, wiener_deconvolve
 from torch import nn
 
 FAST = ["--steps", "2", "--batch-size", "8", "--device", "cpu", "--quiet", "--no-lpips"]
@@ -229,8 +230,10 @@ def test_settings_refuse_bad_values():
     with pytest.raises(ValueError, match="SSIM"):
         EvaluationSettings(patch_size=8)
     with pytest.raises(ValueError, match="eta"):
-        EvaluationSettings(eta=2.0)
-    assert EvaluationSettings(sampler="ddpm").sampler_label() == "DDPM, all steps"
+        EvaluationSettings(sampler=SamplerSpec(eta=2.0))
+    assert EvaluationSettings(sampler=SamplerSpec("ddpm")).sampler_label() == (
+        "DDPM, default steps, eta default"
+    )
 
 
 def test_central_patch_larger_than_the_images_is_refused(csb_dataset):
@@ -245,10 +248,42 @@ def test_a_diffusion_model_is_scored_per_image_and_seeded(csb_dataset, single_th
     config = restorer_config("residual", "tiny", diffusion=DiffusionConfig(timesteps=8))
     model = seeded_restorer(config, seed=3).eval()
     dataset = open_dataset(csb_dataset)
-    settings = EvaluationSettings(patch_size=16, steps=2, limit=4, batch_size=2)
+    settings = EvaluationSettings(
+        patch_size=16, sampler=SamplerSpec(steps=2), limit=4, batch_size=2
+    )
     first = evaluate_samples(dataset, settings, model=model)
     second = evaluate_samples(dataset, settings, model=model)
     scores = [r["psnr"] for r in first.rows if r["method"] == "model"]
     assert scores == [r["psnr"] for r in second.rows if r["method"] == "model"]
     assert len(scores) == 4 and all(np.isfinite(scores))
     assert all(np.isnan(r["lpips"]) for r in first.rows)  # no LPIPS model given
+
+
+def test_context_restores_whole_images_and_scores_the_central_patch(csb_dataset):
+    """The blurred input scores alike under central and context (the same pixels are scored);
+    Wiener does not, because under context it deconvolves the whole crop, whose surroundings
+    the central patch's blur came from, and is cut afterwards."""
+    dataset = open_dataset(csb_dataset)
+    balance = tune_wiener_balance(dataset, limit=4).balance
+    scores = {}
+    for protocol in ("central", "context"):
+        settings = EvaluationSettings(protocol=protocol, patch_size=16, limit=4)
+        evaluation = evaluate_samples(dataset, settings, model=None, wiener_balance=balance)
+        scores[protocol] = {s["method"]: s for s in summarise(evaluation.rows)}
+        assert evaluation.examples["wiener"].shape[-2:] == (16, 16)
+    assert scores["central"]["blurred"]["psnr"] == scores["context"]["blurred"]["psnr"]
+    assert scores["central"]["wiener"]["psnr"] != scores["context"]["wiener"]["psnr"]
+    # By hand, for the first image: deconvolve the whole crop, then cut the centre.
+    sample = dataset[0]
+    whole = wiener_deconvolve(sample["blurred"], sample["kernel"], balance)
+    top = (whole.shape[0] - 16) // 2
+    centre = torch.from_numpy(whole[top : top + 16, top : top + 16]).permute(2, 0, 1)[None]
+    sharp = sample["sharp"][top : top + 16, top : top + 16] / 255.0
+    reference = torch.from_numpy(sharp).permute(2, 0, 1)[None].float()
+    settings = EvaluationSettings(protocol="context", patch_size=16, limit=1)
+    (row,) = [
+        r
+        for r in evaluate_samples(dataset, settings, model=None, wiener_balance=balance).rows
+        if r["method"] == "wiener"
+    ]
+    assert row["psnr"] == pytest.approx(float(psnr(centre.float(), reference)[0]), abs=1e-4)

@@ -11,6 +11,7 @@ import torch
 from csb_generator.images import BUILTIN_PHOTOGRAPHS, read_image
 from diffdeblur.checkpoint import load_restorer
 from diffdeblur.image_files import write_image
+from diffdeblur.samplers import SamplerSpec
 from diffdeblur.tiling import restore_image
 
 pytestmark = pytest.mark.slow  # each test starts the command-line tool (a few seconds)
@@ -65,7 +66,7 @@ def test_restores_every_size_channel_count_and_bit_depth(
         read_image(inputs["rgb16.png"]),
         patch_size=32,
         overlap=8,
-        steps=3,
+        sampler=SamplerSpec(steps=3),
         generator=torch.Generator().manual_seed(0),
     )
     np.testing.assert_array_equal(read_image(out / "rgb16.png"), expected)
@@ -122,3 +123,22 @@ def test_help_explains_the_options(diffdeblur_cli, cli_env):
         assert option in text, option
     for phrase in ("--batch-size", "--seed", "--device", "Examples:", "bit depth"):
         assert phrase in text, phrase
+
+
+def test_the_sampler_options_are_checked_against_the_registry_and_the_model(
+    diffdeblur_cli, cli_env, tiny_checkpoint, inputs, tmp_path
+):
+    base = [diffdeblur_cli, "restore", "--checkpoint", tiny_checkpoint, inputs["small.png"]]
+    out = tmp_path / "restored"
+    for options, message in (
+        (["--sampler", "euler"], "'euler' is not one of 'ddpm', 'ddim', 'bridge'"),
+        (["--sampler", "bridge"], "cannot sample"),  # the tiny model is Gaussian diffusion
+        (["--steps", "21"], "steps must be <= 20"),
+        (["--eta", "1.5"], "eta must be in [0, 1]"),
+        (["--sampler", "ddpm", "--steps", "5"], "takes all 20 steps"),
+        (["--threads", "0"], "--threads must be >= 1"),
+    ):
+        result = _run([*base, "--out", out, "--device", "cpu", "--quiet", *options], cli_env)
+        assert result.returncode == 2, _explain(result)
+        assert message in " ".join(result.stderr.split()), _explain(result)
+    assert not out.exists()  # nothing was written for a refused command

@@ -15,7 +15,7 @@ import pytest
 import torch
 from diffdeblur.config import PARAMETRISATIONS, DiffusionConfig, RestorerConfig, UNetConfig
 from diffdeblur.restorer import Restorer, restorer_config
-from diffdeblur.samplers import ddim_sample
+from diffdeblur.samplers import SamplerSpec, ddim_sample
 from restorer_support import seeded_restorer
 from torch.nn import functional
 
@@ -139,6 +139,7 @@ def test_training_loss_is_finite_and_reaches_every_parameter(parametrisation):
         "residual": {"diffusion"},
         "refine": {"diffusion", "regression"},
         "regression": {"regression"},
+        "bridge": {"diffusion"},
     }[parametrisation]
     assert set(parts) == expected_parts
     assert loss.item() == pytest.approx(sum(parts.values()), rel=1e-5)
@@ -219,7 +220,10 @@ def test_regression_has_no_denoiser():
 def test_restore_shape_range_and_determinism(parametrisation, sampler, size):
     model = _model(parametrisation).eval()
     blurred, _ = _pair(batch=2, height=size[0], width=size[1], seed=7)
-    options = {"sampler": sampler, "steps": 5}
+    spec = SamplerSpec(sampler, steps=None if sampler == "ddpm" else 5)
+    if parametrisation == "bridge":  # its own sampler, stochastic in place of ddpm
+        spec = SamplerSpec("bridge", steps=5, eta=1.0 if sampler == "ddpm" else 0.0)
+    options = {"sampler": spec}
     first = model.restore(blurred, generator=_seeded(11), **options)
     assert first.shape == blurred.shape
     assert first.dtype == blurred.dtype
@@ -228,11 +232,13 @@ def test_restore_shape_range_and_determinism(parametrisation, sampler, size):
     again = model.restore(blurred, generator=_seeded(11), **options)
     assert torch.equal(first, again)
     other = model.restore(blurred, generator=_seeded(12), **options)
-    if parametrisation == "regression":
+    deterministic = parametrisation == "regression" or spec.eta == 0.0
+    if deterministic:
         assert torch.equal(first, other)
+    if parametrisation == "regression":
         assert torch.equal(first, model.estimate(blurred).clamp(-1, 1))
     else:
-        assert not torch.equal(first, other)
+        assert deterministic or not torch.equal(first, other)
         # Not a copy of the condition, and not constant.
         assert not torch.equal(first, blurred)
         assert first.std() > 0
@@ -243,14 +249,21 @@ def test_restore_counts_sampling_steps_and_refuses_unknown_samplers():
     blurred, _ = _pair(batch=1, height=16, width=16)
     calls = []
     model.restore(
-        blurred, sampler="ddim", steps=4, generator=_seeded(0), progress=lambda: calls.append(1)
+        blurred,
+        sampler=SamplerSpec("ddim", steps=4),
+        generator=_seeded(0),
+        progress=lambda: calls.append(1),
     )
     assert len(calls) == 4
     calls.clear()
-    model.restore(blurred, sampler="ddpm", generator=_seeded(0), progress=lambda: calls.append(1))
+    model.restore(
+        blurred, sampler=SamplerSpec("ddpm"), generator=_seeded(0), progress=lambda: calls.append(1)
+    )
     assert len(calls) == DIFFUSION.timesteps
-    with pytest.raises(ValueError, match="sampler"):
-        model.restore(blurred, sampler="euler", generator=_seeded(0))
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        model.restore(blurred, sampler=SamplerSpec("euler"), generator=_seeded(0))
+    with pytest.raises(ValueError, match="cannot sample"):
+        model.restore(blurred, sampler=SamplerSpec("bridge"), generator=_seeded(0))
 
 
 def test_restore_of_an_untrained_residual_model_is_blurred_plus_the_bounded_residual():
@@ -262,7 +275,7 @@ def test_restore_of_an_untrained_residual_model_is_blurred_plus_the_bounded_resi
     # untrained sampler produces from its start noise and the clamp has to act.
     model = Restorer(_config("residual", residual_scale=0.25)).eval()  # zero output: eps = 0
     blurred, _ = _pair(batch=1, height=16, width=16)
-    restored = model.restore(blurred, sampler="ddim", steps=3, generator=_seeded(2))
+    restored = model.restore(blurred, sampler=SamplerSpec("ddim", steps=3), generator=_seeded(2))
     scale = model.config.residual_scale
     bounds = (scale * (-1.0 - blurred), scale * (1.0 - blurred))
     residual = ddim_sample(

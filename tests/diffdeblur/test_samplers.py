@@ -141,12 +141,12 @@ def test_same_seed_same_samples_other_seed_other_samples(small, sampler):
 def test_ddim_eta0_depends_only_on_the_starting_noise(small):
     x_T = torch.randn(SHAPE, generator=_seeded(3))
     outs = [
-        ddim_sample(_toy_denoiser, small, SHAPE, steps=8, generator=gen, noise=x_T)
+        ddim_sample(_toy_denoiser, small, SHAPE, steps=8, generator=gen, start=x_T)
         for gen in (_seeded(4), _seeded(5), None)
     ]
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
     # ... and the starting noise matters.
-    other = ddim_sample(_toy_denoiser, small, SHAPE, steps=8, generator=None, noise=-x_T)
+    other = ddim_sample(_toy_denoiser, small, SHAPE, steps=8, generator=None, start=-x_T)
     assert not torch.allclose(outs[0], other)
 
 
@@ -155,10 +155,10 @@ def test_given_noise_is_the_starting_point(small):
     # thing for DDIM at eta = 0 (the only draw is x_T).
     x_T = torch.randn(SHAPE, generator=_seeded(6))
     a = ddim_sample(_toy_denoiser, small, SHAPE, steps=5, generator=_seeded(6))
-    b = ddim_sample(_toy_denoiser, small, SHAPE, steps=5, generator=None, noise=x_T)
+    b = ddim_sample(_toy_denoiser, small, SHAPE, steps=5, generator=None, start=x_T)
     assert torch.equal(a, b)
     # noise decides device and dtype unless told otherwise.
-    c = ddim_sample(_toy_denoiser, small, SHAPE, steps=5, generator=None, noise=x_T.double())
+    c = ddim_sample(_toy_denoiser, small, SHAPE, steps=5, generator=None, start=x_T.double())
     assert c.dtype == F64
 
 
@@ -209,12 +209,12 @@ def test_progress_is_called_once_per_step(small, sampler):
 
 def test_bad_arguments_are_refused(small):
     with pytest.raises(ValueError, match="shape"):
-        ddpm_sample(_toy_denoiser, small, SHAPE, generator=_seeded(0), noise=torch.zeros(1, 3))
+        ddpm_sample(_toy_denoiser, small, SHAPE, generator=_seeded(0), start=torch.zeros(1, 3))
     with pytest.raises(ValueError, match="generator"):
         ddim_sample(_toy_denoiser, small, SHAPE, steps=4, generator=None)
     with pytest.raises(ValueError, match="generator"):
         ddim_sample(
-            _toy_denoiser, small, SHAPE, steps=4, eta=0.5, generator=None, noise=torch.zeros(SHAPE)
+            _toy_denoiser, small, SHAPE, steps=4, eta=0.5, generator=None, start=torch.zeros(SHAPE)
         )
     for eta in (-0.1, 1.5):
         with pytest.raises(ValueError, match="eta"):
@@ -342,7 +342,7 @@ def test_ddim_eta0_is_the_exact_affine_map_for_gaussian_data(default):
 
     x_T = torch.randn(GAUSS_SHAPE, generator=_seeded(13), dtype=F64)
     out = ddim_sample(
-        denoiser, default, GAUSS_SHAPE, steps=20, generator=None, noise=x_T, clip_x0=False
+        denoiser, default, GAUSS_SHAPE, steps=20, generator=None, start=x_T, clip_x0=False
     )
     gain, offset, var = _ddim_affine(default, seen, eta=0.0)
     assert var == 0.0

@@ -13,6 +13,7 @@ import pytest
 import torch
 from diffdeblur.config import DiffusionConfig
 from diffdeblur.restorer import Restorer, restorer_config
+from diffdeblur.samplers import SamplerSpec
 from diffdeblur.tiling import PatchGrid, hann_weights, patch_starts, restore_image, restore_tiled
 from torch import nn
 
@@ -142,14 +143,20 @@ def test_identity_network_reproduces_the_input_exactly(height, width, channels):
         np.testing.assert_array_equal(restored, image)
 
 
-@pytest.mark.parametrize("parametrisation", ["sharp", "residual", "refine"])
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize(
+    ("parametrisation", "sampler"),
+    [
+        *((p, s) for p in ("sharp", "residual", "refine") for s in ("ddim", "ddpm")),
+        ("bridge", "bridge"),
+    ],
+)
 def test_per_step_blending_equals_whole_image_sampling(parametrisation, sampler):
     # A per-pixel network makes the whole-image result the exact target: any seam or mis-blend
     # of the per-step predictions would show, because sampling amplifies nothing away.
     model = _model(parametrisation)
     blurred = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    options = {"sampler": sampler, "steps": 5, "eta": 0.5}
+    steps, eta = (None, None) if sampler == "ddpm" else (5, 0.5)
+    options = {"sampler": SamplerSpec(sampler, steps, eta)}
     whole = model.restore(blurred, generator=torch.Generator().manual_seed(3), **options)
     tiled = restore_tiled(
         model,
@@ -171,13 +178,15 @@ def test_one_patch_over_the_whole_image_is_exactly_restore(single_thread):
         restorer_config("refine", "tiny", diffusion=DiffusionConfig(timesteps=10)), seed=4
     ).eval()
     blurred = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(5)) * 2 - 1
-    whole = model.restore(blurred, steps=3, generator=torch.Generator().manual_seed(6))
+    whole = model.restore(
+        blurred, sampler=SamplerSpec(steps=3), generator=torch.Generator().manual_seed(6)
+    )
     tiled = restore_tiled(
         model,
         blurred,
         patch_size=32,
         overlap=8,
-        steps=3,
+        sampler=SamplerSpec(steps=3),
         generator=torch.Generator().manual_seed(6),
     )
     assert torch.equal(tiled, whole)
@@ -197,7 +206,7 @@ def test_real_network_result_does_not_depend_on_the_batch_size(single_thread):
             patch_size=16,
             overlap=4,
             batch_size=batch_size,
-            steps=2,
+            sampler=SamplerSpec(steps=2),
             generator=torch.Generator().manual_seed(9),
         )
         for batch_size in (1, 5, 64)

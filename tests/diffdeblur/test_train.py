@@ -9,6 +9,7 @@ two runs that should match start from the same weights.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -21,7 +22,14 @@ import torch
 from diffdeblur.checkpoint import load_checkpoint, load_restorer
 from diffdeblur.config import DiffusionConfig, RestorerConfig
 from diffdeblur.restorer import restorer_config
-from diffdeblur.train import NonFiniteLoss, TrainConfig, train
+from diffdeblur.train import (
+    FEW_STEPS,
+    PLAN_STEPS,
+    NonFiniteLoss,
+    TrainConfig,
+    _learning_rate,
+    train,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -54,6 +62,9 @@ def _config(data: Path, out: Path, **overrides) -> TrainConfig:
         "checkpoint_every": 100,
         "validate_every": 4,
         "device": "cpu",
+        # Exact comparisons between runs hold for one arithmetic: the machine's "auto" may not.
+        "precision": "fp32",
+        "threads": 1,
     }
     options.update(overrides)
     return TrainConfig(data=str(data), out=str(out), **options)
@@ -232,9 +243,11 @@ def test_same_seed_gives_the_same_run_whatever_the_global_random_state(csb_datas
 
 
 def test_mixed_precision_on_cpu_trains_float32_weights(csb_dataset, tmp_path):
-    """--amp on CPU (bfloat16 autocast, no loss scaling) with both networks of ``refine``."""
+    """--precision bf16 on CPU (autocast, no loss scaling) with both networks of ``refine``."""
     records: list[dict] = []
-    config = _config(csb_dataset, tmp_path / "run", parametrisation="refine", amp=True, epochs=1)
+    config = _config(
+        csb_dataset, tmp_path / "run", parametrisation="refine", precision="bf16", epochs=1
+    )
     config = replace(config, samples_per_epoch=8)
     result = _train(config, on_log=records.append)
     assert (result.step, result.stopped_by) == (2, "finished")
@@ -245,6 +258,45 @@ def test_mixed_precision_on_cpu_trains_float32_weights(csb_dataset, tmp_path):
         for key, value in state[part].items():
             assert value.dtype == torch.float32, key
             assert torch.isfinite(value).all(), key
+
+
+def test_bf16_training_stops_and_resumes_exactly(reference, tmp_path):
+    """bfloat16 autocast is deterministic on a CPU: stopped and resumed equals uninterrupted."""
+    ref_config, _, _, _ = reference
+    bf16 = replace(ref_config, precision="bf16", parametrisation="bridge")
+    whole = _train(replace(bf16, out=str(tmp_path / "whole")))
+    parts = replace(bf16, out=str(tmp_path / "parts"))
+    first, second = _interrupted_then_resumed(parts, {"max_steps": 3})
+    assert (first.step, second.step) == (3, TOTAL)
+    _assert_same_training_state(
+        load_checkpoint(second.checkpoint), load_checkpoint(whole.checkpoint)
+    )
+
+
+def test_the_plan_states_the_setup_the_rate_and_warns_of_too_few_steps(csb_dataset, tmp_path):
+    lines: list[str] = []
+    config = _config(csb_dataset, tmp_path / "run", parametrisation="regression", epochs=4)
+    result = _train(config, notify=lines.append)
+    assert result.step == 4 * STEPS_PER_EPOCH > 1 + PLAN_STEPS
+    assert lines[0].startswith("plan: cpu, fp32, 1 thread(s), ")
+    assert "M parameters (tiny, regression), batch 4, step 0 of 16" in lines[0]
+    assert "samples/s measured over 10 steps" in lines[1]
+    assert lines[2].startswith("warning: this run will take only about 16 steps;")
+    assert f"fewer than {FEW_STEPS} steps is barely trained" in lines[2]
+
+
+def test_cosine_learning_rate_warms_up_then_decays_to_zero_at_the_horizon(tmp_path):
+    config = TrainConfig(
+        data=str(tmp_path), out=str(tmp_path), lr=1.0, warmup_steps=10, lr_schedule="cosine"
+    )
+    rates = [_learning_rate(config, step, horizon=110) for step in range(111)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert rates[10] == pytest.approx(1.0)
+    assert rates[60] == pytest.approx(0.5)  # half way through the decay
+    assert rates[110] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    constant = replace(config, lr_schedule="constant")
+    assert _learning_rate(constant, 100, horizon=110) == 1.0
 
 
 # --- stopping on a non-finite loss -----------------------------------------------------------
@@ -337,6 +389,13 @@ def test_bad_data_is_refused_before_anything_is_written(csb_dataset, tmp_path):
         ("budget_minutes", 0.0),
         ("max_steps", 0),
         ("device", "tpu"),
+        ("precision", "fp64"),
+        ("threads", 0),
+        ("prediction", "score"),
+        ("loss", "huber"),
+        ("lr_schedule", "step"),
+        ("parametrisation", "flow"),
+        ("bridge_noise", -0.1),
     ],
 )
 def test_train_config_refuses_bad_values(tmp_path, option, value):

@@ -45,6 +45,10 @@ SHORT = [
     "1",
     "--device",
     "cpu",
+    "--precision",
+    "fp32",
+    "--threads",
+    "1",
     "--quiet",
 ]
 

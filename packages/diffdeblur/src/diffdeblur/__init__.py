@@ -5,7 +5,16 @@ build a :class:`Restorer` from a :func:`restorer_config`, train it with :func:`t
 trained one with :func:`load_restorer`.
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# OpenMP threads that spin while they wait starve any other busy process on the machine, and
+# themselves with it: beside one busy process, training on 2 spinning threads fell below one
+# thread's speed (docs/performance.md, "Threads, precision and load"). Sleeping costs about a
+# third of the speed on an idle machine, where OMP_WAIT_POLICY=ACTIVE is the faster choice.
+# OpenMP reads the variable when torch loads it, so it is set before torch is first imported;
+# a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .checkpoint import CheckpointError, load_checkpoint, load_restorer, save_checkpoint
 from .config import VARIANTS, DiffusionConfig, RestorerConfig, UNetConfig, unet_variant

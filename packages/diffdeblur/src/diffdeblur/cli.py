@@ -14,19 +14,22 @@ from pathlib import Path
 import click
 
 from .checkpoint import CheckpointError
-from .config import PARAMETRISATIONS, VARIANTS
+from .compute import PRECISIONS, set_threads
+from .config import PARAMETRISATIONS, PREDICTIONS, VARIANTS
+from .losses import LOSSES
+from .samplers import SAMPLERS, SamplerSpec
 
 TRAIN_EPILOG = """
 \b
 Examples:
   # The thesis's recipe (GPU): base U-Net, sharp image diffused, 4000 epochs of 1024 patches
   diffdeblur train --data data/t3-psf32 --out runs/thesis --variant base --parametrisation sharp
-  # A CPU budget: a tiny network, the residual diffused, stop cleanly after 30 minutes
-  diffdeblur train --data data/t3-psf32 --out runs/cpu --variant tiny --parametrisation residual \\
-      --batch-size 8 --budget-minutes 30
+  # A CPU budget: a tiny network on the bridge from the blurred image, 30 minutes
+  diffdeblur train --data data/t3-psf32 --out runs/cpu --variant tiny --parametrisation bridge \\
+      --batch-size 8 --lr 1e-3 --budget-minutes 30
   # Continue a run (also after a budget stop or an interruption)
-  diffdeblur train --data data/t3-psf32 --out runs/cpu --variant tiny --parametrisation residual \\
-      --batch-size 8 --budget-minutes 30 --resume
+  diffdeblur train --data data/t3-psf32 --out runs/cpu --variant tiny --parametrisation bridge \\
+      --batch-size 8 --lr 1e-3 --budget-minutes 30 --resume
   # Several processes or machines (DistributedDataParallel; only rank 0 writes)
   torchrun --nproc-per-node 2 -m diffdeblur.cli train --data data/t3-psf32 --out runs/ddp
 """
@@ -51,22 +54,54 @@ def main() -> None:
     type=click.Choice(PARAMETRISATIONS),
     default="sharp",
     show_default=True,
-    help="What is diffused: sharp (thesis), residual, refine (predict-and-refine), regression.",
+    help="What is learnt: sharp (thesis), residual, refine (predict-and-refine), regression, "
+    "bridge (from the blurred image to the sharp one).",
 )
 @click.option(
     "--schedule", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True
 )
 @click.option("--timesteps", type=int, default=1000, show_default=True, help="Diffusion steps.")
+@click.option(
+    "--prediction",
+    type=click.Choice(PREDICTIONS),
+    default="eps",
+    show_default=True,
+    help="What the diffusion network predicts: the noise (thesis), the image, or v.",
+)
+@click.option(
+    "--bridge-noise", type=float, default=0.1, show_default=True, help="Noise scale of bridge."
+)
+@click.option(
+    "--loss",
+    type=click.Choice(LOSSES),
+    default="mse",
+    show_default=True,
+    help="Pixel loss on the network's target.",
+)
 @click.option("--residual-scale", type=float, default=5.0, show_default=True)
 @click.option("--patch-size", type=int, default=64, show_default=True, help="Patch side, px.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Over all processes.")
 @click.option("--epochs", type=int, default=4000, show_default=True)
 @click.option("--samples-per-epoch", type=int, default=1024, show_default=True)
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="Adam learning rate.")
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default="constant",
+    show_default=True,
+    help="After warm-up: constant, or cosine decay to 0 at the epochs' or budget's end.",
+)
 @click.option("--warmup-steps", type=int, default=500, show_default=True)
 @click.option("--ema-decay", type=float, default=0.9999, show_default=True)
 @click.option("--grad-clip", type=float, default=1.0, show_default=True, help="0: off.")
-@click.option("--amp/--no-amp", default=False, show_default=True, help="Mixed precision.")
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 on a CPU with native bfloat16, fp16 on CUDA, else fp32.",
+)
+@click.option("--threads", type=int, default=None, help="CPU threads [default: all available].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="Data-loader processes.")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True, help="Steps.")
@@ -87,7 +122,12 @@ def train(resume: bool, quiet: bool, **options) -> None:
 
     try:
         config = TrainConfig(**options)
-        result = run_training(config, resume=resume, progress=not quiet)
+        result = run_training(
+            config,
+            resume=resume,
+            progress=not quiet,
+            notify=lambda line: click.echo(line, err=True),
+        )
     except (ValueError, CheckpointError, FileNotFoundError, NotADirectoryError) as error:
         raise click.UsageError(str(error)) from None
     except NonFiniteLoss as error:
@@ -115,6 +155,54 @@ Examples:
   diffdeblur restore --checkpoint runs/cpu/checkpoint.pt blurred/ --out restored/ \\
       --sampler ddpm --format png
 """
+
+
+SAMPLER_HELP = "; ".join(f"{name}: {info.summary}" for name, info in SAMPLERS.items())
+
+
+def _sampling_options(command):
+    """The options restore and evaluate share: one sampler specification, and the threads."""
+    for option in reversed(
+        [
+            click.option(
+                "--sampler",
+                type=click.Choice(list(SAMPLERS)),
+                default=None,
+                help=f"[default: the model's own] {SAMPLER_HELP}.",
+            ),
+            click.option(
+                "--steps", type=int, default=None, help="Sampling steps [default: the sampler's]."
+            ),
+            click.option(
+                "--eta", type=float, default=None, help="Sampling noise in [0, 1] [default: 0]."
+            ),
+            click.option(
+                "--threads", type=int, default=None, help="CPU threads [default: all available]."
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _sampler_spec(sampler: str | None, steps: int | None, eta: float | None, models):
+    """The sampler specification, checked for every model and resolved for the first diffusion
+    model; usage errors name the options."""
+    try:
+        spec = SamplerSpec(sampler, steps, eta)
+        resolved = [spec.resolve(m.diffusion) for m in models if m.is_diffusion]
+    except ValueError as error:
+        raise click.UsageError(f"--sampler/--steps/--eta: {error}") from None
+    # Resolved, the report names the sampler's defaults; models that resolve differently (a
+    # T-sweep's of different diffusion steps) each resolve it again when they sample.
+    return resolved[0] if resolved and len(set(resolved)) == 1 else spec
+
+
+def _use_threads(threads: int | None) -> None:
+    try:
+        set_threads(threads)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def _pick_device(option: str) -> str:
@@ -152,9 +240,7 @@ def _restore_inputs(inputs: tuple[str, ...]) -> list[Path]:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--checkpoint", required=True, type=click.Path(path_type=str), help="Trained model.")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Output folder.")
-@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)
-@click.option("--steps", type=int, default=50, show_default=True, help="DDIM steps.")
-@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise, in [0, 1].")
+@_sampling_options
 @click.option(
     "--patch-size", type=int, default=None, help="Patch side, px [default: the training patch]."
 )
@@ -177,9 +263,10 @@ def restore(
     inputs: tuple[str, ...],
     checkpoint: str,
     out: str,
-    sampler: str,
-    steps: int,
-    eta: float,
+    sampler: str | None,
+    steps: int | None,
+    eta: float | None,
+    threads: int | None,
     patch_size: int | None,
     overlap: int | None,
     batch_size: int,
@@ -204,10 +291,9 @@ def restore(
     from .tiling import PatchGrid, restore_image
 
     files = _restore_inputs(inputs)
-    if steps < 1 or batch_size < 1:
-        raise click.UsageError("--steps and --batch-size must be >= 1")
-    if not 0.0 <= eta <= 1.0:
-        raise click.UsageError(f"--eta must be in [0, 1], got {eta}")
+    if batch_size < 1:
+        raise click.UsageError("--batch-size must be >= 1")
+    _use_threads(threads)
     out_dir = Path(out)
     suffix = {"png": ".png", "tiff": ".tif"}.get(output_format)
     targets = [out_dir / (f.stem + suffix if suffix else f.name) for f in files]
@@ -232,11 +318,8 @@ def restore(
         PatchGrid(patch_size, patch_size, patch_size, overlap)
     except ValueError as error:
         raise click.UsageError(f"--patch-size/--overlap: {error}") from None
-    sampling_steps = model.diffusion.num_timesteps if sampler == "ddpm" else steps
-    if model.is_diffusion and sampling_steps > model.diffusion.num_timesteps:
-        raise click.UsageError(
-            f"--steps must be <= {model.diffusion.num_timesteps}, the model's diffusion steps"
-        )
+    spec = _sampler_spec(sampler, steps, eta, [model])
+    sampling_steps = spec.resolve(model.diffusion).steps if model.is_diffusion else 1
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
     try:
@@ -248,7 +331,7 @@ def restore(
                 failed += 1
                 continue
             bar = tqdm(
-                total=sampling_steps if model.is_diffusion else 1,
+                total=sampling_steps,
                 desc=f"[{number}/{len(files)}] {source.name}",
                 unit="step",
                 disable=quiet,
@@ -261,9 +344,7 @@ def restore(
                     patch_size=patch_size,
                     overlap=overlap,
                     batch_size=batch_size,
-                    sampler=sampler,
-                    steps=steps,
-                    eta=eta,
+                    sampler=spec,
                     generator=torch.Generator().manual_seed(seed),
                     device=device,
                     progress=bar.update,
@@ -367,10 +448,11 @@ def _checkpoint_specs(specs: tuple[str, ...]) -> dict[float | None, str]:
 @click.option("--tune-limit", type=int, default=64, show_default=True, help="Tuning images.")
 @click.option(
     "--protocol",
-    type=click.Choice(["central", "full"]),
+    type=click.Choice(["central", "context", "full"]),
     default="central",
     show_default=True,
-    help="Score the central patch (thesis) or whole images (any-size restoration).",
+    help="central: restore and score the central patch alone (thesis); context: restore whole "
+    "images, score the central patch; full: restore and score whole images.",
 )
 @click.option("--limit", type=int, default=None, help="Evaluate the first N test images only.")
 @click.option(
@@ -378,9 +460,7 @@ def _checkpoint_specs(specs: tuple[str, ...]) -> dict[float | None, str]:
 )
 @click.option("--overlap", type=int, default=None, help="Patch overlap, px [default: patch/4].")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Patches per call.")
-@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)
-@click.option("--steps", type=int, default=50, show_default=True, help="DDIM steps.")
-@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise, in [0, 1].")
+@_sampling_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--examples", type=int, default=4, show_default=True, help="Images in examples.png.")
 @click.option(
@@ -405,6 +485,10 @@ def evaluate(
     tune_limit: int,
     patch_size: int | None,
     overlap: int | None,
+    sampler: str | None,
+    steps: int | None,
+    eta: float | None,
+    threads: int | None,
     lpips_weights: str | None,
     no_lpips: bool,
     device: str,
@@ -444,10 +528,14 @@ def evaluate(
             models[exposure] = restorer_from_checkpoint(states[exposure], path, ema=ema)
         except CheckpointError as error:
             raise click.UsageError(str(error)) from None
+    _use_threads(threads)
+    spec = _sampler_spec(sampler, steps, eta, models.values())
     patch_size = patch_size or training_patch_size(next(iter(states.values())))
     overlap = patch_size // 4 if overlap is None else overlap
     try:
-        settings = EvaluationSettings(patch_size=patch_size, overlap=overlap, **options)
+        settings = EvaluationSettings(
+            patch_size=patch_size, overlap=overlap, sampler=spec, **options
+        )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     lpips = None

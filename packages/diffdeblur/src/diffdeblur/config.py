@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 __all__ = [
     "PARAMETRISATIONS",
+    "PREDICTIONS",
     "VARIANTS",
     "DiffusionConfig",
     "RestorerConfig",
@@ -22,8 +23,10 @@ __all__ = [
     "unet_variant",
 ]
 
-Parametrisation = Literal["sharp", "residual", "refine", "regression"]
-PARAMETRISATIONS: tuple[str, ...] = ("sharp", "residual", "refine", "regression")
+Parametrisation = Literal["sharp", "residual", "refine", "regression", "bridge"]
+PARAMETRISATIONS: tuple[str, ...] = ("sharp", "residual", "refine", "regression", "bridge")
+Prediction = Literal["eps", "x0", "v"]
+PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class UNetConfig:
     global_skip : bool
         Add the input's first ``out_channels`` channels to the output (a regression network that
         predicts a correction of its input).
+    backbone : {"unet", "nafnet"}
+        ``unet``: the U-Net of Ho et al. with the fields above. ``nafnet``: the NAFNet-style
+        network of :mod:`diffdeblur.nafnet` (Chen et al. 2022), which reads ``in_channels``,
+        ``out_channels``, ``base_channels``, ``channel_mult``, ``num_res_blocks``, ``dropout``
+        and ``global_skip`` and has no self-attention.
     """
 
     in_channels: int = 6
@@ -75,6 +83,7 @@ class UNetConfig:
     resblock_updown: bool = False
     scale_shift_norm: bool = False
     global_skip: bool = False
+    backbone: Literal["unet", "nafnet"] = "unet"
 
     @property
     def downsampling(self) -> int:
@@ -106,6 +115,16 @@ VARIANTS: dict[str, UNetConfig] = {
         resblock_updown=True,
         scale_shift_norm=True,
     ),
+    # Sized like tiny (1.27M parameters), built for restoration on small compute: NAFNet blocks
+    # (Chen et al. 2022), no self-attention; about twice tiny's training speed on a CPU.
+    "nafnet": UNetConfig(
+        backbone="nafnet",
+        base_channels=32,
+        channel_mult=(1, 2, 4),
+        num_res_blocks=2,
+        attention_factors=(),
+        dropout=0.0,
+    ),
 }
 
 
@@ -126,22 +145,34 @@ def unet_variant(name: str, **overrides: Any) -> UNetConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """The Gaussian diffusion process (Ho et al. 2020; cosine schedule of Nichol & Dhariwal 2021).
+    """The process that is learnt: Gaussian diffusion (Ho et al. 2020; cosine schedule of Nichol
+    & Dhariwal 2021) or, for the ``bridge`` parametrisation, the blurred-to-sharp bridge of
+    :mod:`diffdeblur.bridge`.
 
     Attributes
     ----------
     timesteps : int
-        Number of diffusion steps T (1000 in the thesis).
+        Number of steps T (1000 in the thesis); for the bridge, its time levels ``t = (k + 1) / T``
+        for the indices ``k = 0 .. T-1``.
     schedule : {"linear", "cosine"}
-        Noise schedule of beta_t.
+        Noise schedule of beta_t (Gaussian diffusion only).
     beta_start, beta_end : float
         End points of the linear schedule (1e-4 and 0.02).
+    prediction : {"eps", "x0", "v"}
+        What the network outputs in Gaussian diffusion: the noise (the thesis), the clean image,
+        or the velocity ``v = sqrt(ab) eps - sqrt(1 - ab) x0`` (Salimans & Ho 2022). The
+        bridge's network always outputs the clean image.
+    bridge_noise : float
+        Noise scale ``s`` of the bridge, ``sigma(t) = s sqrt(t (1 - t))`` on the [-1, 1] scale,
+        >= 0 (0: a deterministic path).
     """
 
     timesteps: int = 1000
     schedule: Literal["linear", "cosine"] = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    prediction: Prediction = "eps"
+    bridge_noise: float = 0.1
 
 
 @dataclass(frozen=True)

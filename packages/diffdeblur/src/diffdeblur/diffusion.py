@@ -13,9 +13,19 @@ Notation, with timestep indices ``t = 0 .. T-1`` (index ``t`` is step ``t + 1`` 
         ct_t = sqrt(alpha_t) (1 - ab_{t-1}) / (1 - ab_t)
         bt_t = beta_t (1 - ab_{t-1}) / (1 - ab_t)
 
+What the network predicts (``DiffusionConfig.prediction``), and how each turns into the pair
+(x_0, eps) that the samplers need, with ``a = sqrt(ab_t)`` and ``b = sqrt(1 - ab_t)``:
+
+    eps  (Ho et al. 2020, the thesis)   x_0 = (x_t - b eps) / a
+    x0                                  eps = (x_t - a x_0) / b
+    v    (Salimans & Ho 2022)           v = a eps - b x_0;  x_0 = a x_t - b v,  eps = b x_t + a v
+
+An eps-network's error is multiplied by ``b / a`` in x_0, about 160 at the last step of the
+linear schedule, so an undertrained eps-model's first x_0 is noise; x0 and v bound that error.
+
 This module holds the schedule and these formulas only. It knows nothing of networks,
-conditioning or samplers: a denoiser is any callable ``(x_t, t) -> eps``; the samplers live in
-:mod:`diffdeblur.samplers`.
+conditioning or samplers: a denoiser is any callable ``(x_t, t) -> prediction``; the samplers
+live in :mod:`diffdeblur.samplers`.
 """
 
 from __future__ import annotations
@@ -25,11 +35,13 @@ from collections.abc import Callable
 
 import torch
 
-from .config import DiffusionConfig
+from .config import PREDICTIONS, DiffusionConfig
+from .losses import Loss, pixel_loss
 
 __all__ = ["Denoiser", "GaussianDiffusion", "cosine_betas", "linear_betas"]
 
-#: A noise predictor: ``(x_t of shape (B, ...), t of shape (B,) long) -> eps of x_t's shape``.
+#: The network as the samplers see it: ``(x_t of shape (B, ...), t of shape (B,) long) ->``
+#: its prediction of x_t's shape (the noise, x_0 or v, as the process's ``prediction`` says).
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Nichol & Dhariwal (2021): the offset keeps beta_0 from being vanishingly small, and the cap
@@ -145,8 +157,12 @@ class GaussianDiffusion:
             betas = cosine_betas(config.timesteps)
         else:
             raise ValueError(f"unknown schedule {config.schedule!r}; choose linear or cosine")
+        if config.prediction not in PREDICTIONS:
+            choices = ", ".join(PREDICTIONS)
+            raise ValueError(f"unknown prediction {config.prediction!r}; choose from {choices}")
 
         self.config = config
+        self.prediction = config.prediction
         self.num_timesteps = config.timesteps
         self.betas = betas
         self.alphas = 1.0 - betas
@@ -330,29 +346,88 @@ class GaussianDiffusion:
         )
         return t.to(generator.device if device is None else device)
 
-    def training_loss(
-        self, denoiser: Denoiser, x0: torch.Tensor, generator: torch.Generator
-    ) -> torch.Tensor:
-        """The simple DDPM loss: mean squared error of the predicted noise (Ho et al., eq. 14).
-
-        Draws t uniform on {0, ..., T-1} per sample and noise ~ N(0, I), both from ``generator``
-        (on the generator's device, then moved to ``x0``'s), forms x_t with :meth:`q_sample`, and
-        compares ``denoiser(x_t, t)`` with the noise.
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network is trained to output for x_t = ``q_sample(x0, t, noise)``.
 
         Parameters
         ----------
-        denoiser : callable
-            ``(x_t (B, ...), t (B,) long) -> eps`` of ``x_t``'s shape. Conditioning (the blurred
-            image) is the caller's business: it is captured inside the callable.
-        x0 : torch.Tensor
-            (B, ...) clean targets, nominally in [-1, 1].
-        generator : torch.Generator
-            The only source of randomness.
+        x0, noise : torch.Tensor
+            (B, ...) clean images and the standard normal noise that made x_t.
+        t : torch.Tensor
+            (B,) long timestep indices in [0, T).
 
         Returns
         -------
         torch.Tensor
-            Scalar: the squared error averaged over every element, in at least float32.
+            ``noise`` (eps), ``x0`` (x0), or ``sqrt(ab_t) noise - sqrt(1 - ab_t) x0`` (v).
+        """
+        _check_same_shape(noise, x0, "noise", "x0")
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "x0":
+            return x0
+        return (
+            self._gather(self.sqrt_alphas_cumprod, t, x0) * noise
+            - self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+        )
+
+    def split_prediction(
+        self, x_t: torch.Tensor, t: torch.Tensor, prediction: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (x_0, eps) pair that a network output at x_t stands for (module docstring).
+
+        Parameters
+        ----------
+        x_t : torch.Tensor
+            (B, ...) noisy images at step t.
+        t : torch.Tensor
+            (B,) long timestep indices in [0, T).
+        prediction : torch.Tensor
+            The network output of ``x_t``'s shape, of the kind ``self.prediction``.
+
+        Returns
+        -------
+        x0, eps : torch.Tensor
+            Consistent with x_t: ``x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps``. Not clipped.
+        """
+        _check_same_shape(prediction, x_t, "prediction", "x_t")
+        if self.prediction == "eps":
+            return self.predict_x0(x_t, t, prediction), prediction
+        if self.prediction == "x0":
+            return prediction, self.predict_eps(x_t, t, prediction)
+        a = self._gather(self.sqrt_alphas_cumprod, t, x_t)
+        b = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+        return a * x_t - b * prediction, b * x_t + a * prediction
+
+    def training_loss(
+        self,
+        denoiser: Denoiser,
+        x0: torch.Tensor,
+        generator: torch.Generator,
+        loss: Loss = "mse",
+    ) -> torch.Tensor:
+        """The simple DDPM loss (Ho et al., eq. 14), on the target of ``self.prediction``.
+
+        Draws t uniform on {0, ..., T-1} per sample and noise ~ N(0, I), both from ``generator``
+        (on the generator's device, then moved to ``x0``'s), forms x_t with :meth:`q_sample`, and
+        compares ``denoiser(x_t, t)`` with :meth:`target`.
+
+        Parameters
+        ----------
+        denoiser : callable
+            ``(x_t (B, ...), t (B,) long) -> prediction`` of ``x_t``'s shape. Conditioning (the
+            blurred image) is the caller's business: it is captured inside the callable.
+        x0 : torch.Tensor
+            (B, ...) clean targets, nominally in [-1, 1].
+        generator : torch.Generator
+            The only source of randomness.
+        loss : {"mse", "l1", "charbonnier"}
+            The pixel loss (:func:`diffdeblur.losses.pixel_loss`); ``mse`` is the thesis's.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar: the loss averaged over every element, in at least float32.
         """
         t = self.sample_timesteps(x0.shape[0], generator, device=x0.device)
         noise = torch.randn(
@@ -361,12 +436,7 @@ class GaussianDiffusion:
         x_t = self.q_sample(x0, t, noise)
         predicted = denoiser(x_t, t)
         _check_same_shape(predicted, noise, "denoiser output", "x_t")
-        # Square and average in at least float32: a half-precision sum over a batch of images
-        # loses the small differences the loss is made of.
-        dtype = torch.promote_types(
-            torch.promote_types(predicted.dtype, noise.dtype), torch.float32
-        )
-        return (predicted.to(dtype) - noise.to(dtype)).square().mean()
+        return pixel_loss(predicted, self.target(x0, noise, t), loss)
 
 
 def _check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:

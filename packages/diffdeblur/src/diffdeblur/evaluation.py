@@ -1,9 +1,12 @@
 """Evaluation of a restorer against the blurred input and the Wiener baseline.
 
-Two protocols (``diffusion.md``, Evaluation):
+Three protocols (``docs/evaluation.md``):
 
 - ``central``: the central ``patch_size`` square of each test image (the thesis's "central
   64x64 patch") is all that any method sees and all that is scored;
+- ``context``: each method restores the whole stored image and the same central square is
+  scored, so the methods see the surroundings that a real photograph gives them (near a crop's
+  border the blur mixes in content the crop lacks, which no method can undo);
 - ``full``: each method restores the whole stored image (the model through the any-size path of
   :func:`~diffdeblur.tiling.restore_tiled`) and the whole image is scored.
 
@@ -30,16 +33,21 @@ from torch import Tensor
 
 from .metrics import psnr, ssim
 from .restorer import Restorer
+from .samplers import SamplerSpec
 from .tiling import restore_tiled
 from .wiener import wiener_deconvolve
 
 __all__ = [
     "METHOD_LABELS",
+    "PROTOCOLS",
     "Evaluation",
     "EvaluationSettings",
     "evaluate_samples",
     "summarise",
 ]
+
+#: The evaluation protocols (module docstring).
+PROTOCOLS: tuple[str, ...] = ("central", "context", "full")
 
 #: Row labels of the methods, in report order.
 METHOD_LABELS = {
@@ -59,8 +67,11 @@ class EvaluationSettings:
 
     Attributes
     ----------
-    protocol : {"central", "full"}
-        Score the central ``patch_size`` square only, or whole images.
+    protocol : {"central", "context", "full"}
+        ``central`` (the thesis): cut the central ``patch_size`` square out of each test image
+        and restore and score that alone, so no method sees beyond its borders. ``context``:
+        restore the whole test image and score the same central square, so every method has the
+        surroundings a user's photograph gives it. ``full``: restore and score whole images.
     patch_size : int
         Side in pixels of the central square and of the model's patches (the training size).
     overlap : int or None
@@ -68,11 +79,8 @@ class EvaluationSettings:
         default a quarter of the patch.
     batch_size : int
         Patches per network call (and images per batch with ``central``).
-    sampler : {"ddim", "ddpm"}
-    steps : int
-        DDIM steps.
-    eta : float
-        DDIM stochasticity, in [0, 1].
+    sampler : SamplerSpec
+        Sampler, steps and eta of diffusion models (default: the model's own sampler).
     seed : int
         Seed of the sampling draws.
     limit : int or None
@@ -85,36 +93,29 @@ class EvaluationSettings:
     patch_size: int = 64
     overlap: int | None = None
     batch_size: int = 16
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.0
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
     seed: int = 0
     limit: int | None = None
     examples: int = 4
 
     def __post_init__(self) -> None:
-        if self.protocol not in ("central", "full"):
-            raise ValueError(f"protocol must be central or full, got {self.protocol!r}")
-        if self.sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"sampler must be ddim or ddpm, got {self.sampler!r}")
+        if self.protocol not in PROTOCOLS:
+            choices = ", ".join(PROTOCOLS)
+            raise ValueError(f"protocol must be one of {choices}, got {self.protocol!r}")
         if self.patch_size < 11:
             raise ValueError(f"patch_size must be >= 11 (the SSIM window), got {self.patch_size}")
         if self.overlap is None:
             object.__setattr__(self, "overlap", self.patch_size // 4)
         if not 0 <= self.overlap < self.patch_size:
             raise ValueError(f"overlap must be in [0, {self.patch_size - 1}], got {self.overlap}")
-        if self.batch_size < 1 or self.steps < 1 or self.examples < 0:
-            raise ValueError("batch_size and steps must be >= 1, examples >= 0")
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+        if self.batch_size < 1 or self.examples < 0:
+            raise ValueError("batch_size must be >= 1, examples >= 0")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 
     def sampler_label(self) -> str:
-        """The sampler as a report states it, e.g. ``DDIM, 50 steps, eta 0``."""
-        if self.sampler == "ddpm":
-            return "DDPM, all steps"
-        return f"DDIM, {self.steps} steps, eta {self.eta:g}"
+        """The sampler as a report states it, e.g. ``ddim, 50 steps, eta 0``."""
+        return self.sampler.label
 
 
 @dataclass
@@ -152,9 +153,16 @@ def _central(image: np.ndarray, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
+def _central_batch(images: Tensor, size: int) -> Tensor:
+    height, width = images.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
 def _batches(samples: Sequence[dict], settings: EvaluationSettings) -> Iterator[list[dict]]:
     count = len(samples) if settings.limit is None else min(settings.limit, len(samples))
-    per_batch = settings.batch_size if settings.protocol == "central" else 1
+    # Whole images may differ in size; the crops of one dataset do not, so context batches them.
+    per_batch = 1 if settings.protocol == "full" else settings.batch_size
     for start in range(0, count, per_batch):
         yield [samples[i] for i in range(start, min(start + per_batch, count))]
 
@@ -194,8 +202,6 @@ def _restore_with_model(
         overlap=settings.overlap,
         batch_size=settings.batch_size,
         sampler=settings.sampler,
-        steps=settings.steps,
-        eta=settings.eta,
         generator=generator,
     )
     restored = (restored.float() + 1) / 2
@@ -260,6 +266,10 @@ def evaluate_samples(
                 outputs[method] = _to_batch(deconvolved, device)
         if model is not None:
             outputs["model"] = _restore_with_model(model, outputs["blurred"], settings, number)
+        if settings.protocol == "context":
+            # Restored with their surroundings; scored on the central square alone.
+            outputs = {m: _central_batch(x, settings.patch_size) for m, x in outputs.items()}
+            sharp = _central_batch(sharp, settings.patch_size)
         for method, restored in outputs.items():
             scores = _scores(restored, sharp, lpips)
             for position, sample in enumerate(batch):

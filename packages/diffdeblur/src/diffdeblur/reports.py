@@ -17,6 +17,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,11 @@ def write_report(
     document = {
         "title": title,
         "facts": facts,
-        "settings": {**settings.__dict__, "sampler_label": settings.sampler_label()},
+        "settings": {
+            **settings.__dict__,
+            "sampler": asdict(settings.sampler),
+            "sampler_label": settings.sampler_label(),
+        },
         "wiener_tuning": dict(wiener_tuning or {}),
         "summary": summary,
         "by_exposure": by_exposure,
@@ -140,11 +145,12 @@ def write_report(
     for key, value in facts.items():
         if key != "sampler":
             lines.append(f"- **{key}**: {value}")
-    protocol = (
-        f"central {settings.patch_size}×{settings.patch_size} patch"
-        if settings.protocol == "central"
-        else f"full images ({settings.patch_size} px patches, {settings.overlap} px overlap)"
-    )
+    square = f"{settings.patch_size}×{settings.patch_size}"
+    protocol = {
+        "central": f"central {square} patch",
+        "context": f"whole images restored, central {square} patch scored",
+        "full": f"full images ({settings.patch_size} px patches, {settings.overlap} px overlap)",
+    }[settings.protocol]
     lines += [
         f"- **protocol**: {protocol}",
         f"- **sampler**: {facts.get('sampler', settings.sampler_label())}, seed {settings.seed}",

@@ -1,4 +1,4 @@
-"""What the diffusion models: the four parametrisations behind one restorer.
+"""What is learnt: the five parametrisations behind one restorer.
 
 ========== ======================================= ============================================
 name       diffused image x0                        restoration
@@ -8,10 +8,14 @@ residual   s * (sharp - blurred)                    blurred + sample / s
 refine     s * (sharp - estimate), where estimate   estimate + sample / s
            = regressor(blurred) (Whang et al. 2022)
 regression (no diffusion)                           regressor(blurred)
+bridge     the sharp image, on a bridge that        the sample (one step: a regression
+           starts at the blurred image              estimate; :mod:`diffdeblur.bridge`)
 ========== ======================================= ============================================
 
-The denoising U-Net sees the noisy ``x_t`` concatenated on the channel axis with the conditioning
-images (the blurred image; for ``refine`` also the estimate). Images are in [-1, 1].
+The denoising network sees ``x_t`` concatenated on the channel axis with the conditioning images
+(the blurred image; for ``refine`` also the estimate). Images are in [-1, 1]. The bridge's
+network has a global skip: it predicts the sharp image as a correction of ``x_t``, which at
+t = 1 is the blurred image itself.
 """
 
 from __future__ import annotations
@@ -21,17 +25,27 @@ from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional
 
-from .config import PARAMETRISATIONS, DiffusionConfig, RestorerConfig, unet_variant
-from .diffusion import GaussianDiffusion
-from .samplers import ddim_sample, ddpm_sample
+from .bridge import BlurBridge
+from .config import PARAMETRISATIONS, DiffusionConfig, RestorerConfig, UNetConfig, unet_variant
+from .diffusion import Denoiser, GaussianDiffusion
+from .losses import Loss, pixel_loss
+from .nafnet import NAFNet
+from .samplers import SamplerSpec
 from .unet import UNet
 
-__all__ = ["Denoiser", "Restorer", "restorer_config"]
+__all__ = ["Denoiser", "Restorer", "build_network", "restorer_config"]
 
-#: A noise predictor over the current noisy image: eps = denoiser(x_t, t).
-Denoiser = Callable[[Tensor, Tensor], Tensor]
+
+def build_network(config: UNetConfig) -> nn.Module:
+    """The network ``config`` describes: a :class:`~diffdeblur.unet.UNet` or, for
+    ``backbone="nafnet"``, a :class:`~diffdeblur.nafnet.NAFNet`; both map ``(x, t)`` to an
+    image."""
+    if config.backbone == "nafnet":
+        return NAFNet(config)
+    if config.backbone == "unet":
+        return UNet(config)
+    raise ValueError(f"unknown backbone {config.backbone!r}; choose unet or nafnet")
 
 
 def restorer_config(
@@ -47,9 +61,9 @@ def restorer_config(
 
     Parameters
     ----------
-    parametrisation : {"sharp", "residual", "refine", "regression"}
+    parametrisation : {"sharp", "residual", "refine", "regression", "bridge"}
     variant : str
-        U-Net preset (a key of :data:`diffdeblur.config.VARIANTS`), used for the denoiser and,
+        Network preset (a key of :data:`diffdeblur.config.VARIANTS`), used for the denoiser and,
         where there is one, the regressor.
     diffusion : DiffusionConfig, optional
         Default: 1000 steps, linear schedule (the thesis).
@@ -70,13 +84,14 @@ def restorer_config(
         raise ValueError(f"unknown parametrisation {parametrisation!r}; choose from {choices}")
     if not residual_scale > 0:
         raise ValueError(f"residual_scale must be > 0, got {residual_scale}")
-    conditions = {"sharp": 1, "residual": 1, "refine": 2, "regression": 0}[parametrisation]
+    conditions = {"sharp": 1, "residual": 1, "refine": 2, "regression": 0, "bridge": 1}
     unet = unet_variant(
         variant,
         **{
             **unet_overrides,
-            "in_channels": image_channels * (1 + conditions),
+            "in_channels": image_channels * (1 + conditions[parametrisation]),
             "out_channels": image_channels,
+            "global_skip": parametrisation == "bridge",
         },
     )
     regressor = None
@@ -93,11 +108,17 @@ def restorer_config(
 
 
 class Restorer(nn.Module):
-    """The trainable restorer: its networks, its diffusion, and how it restores.
+    """The trainable restorer: its networks, its process, and how it restores.
 
     Parameters
     ----------
     config : RestorerConfig
+
+    Attributes
+    ----------
+    diffusion : GaussianDiffusion or BlurBridge
+        The learnt process: the bridge for ``bridge``, Gaussian diffusion otherwise (unused by
+        ``regression``).
 
     Examples
     --------
@@ -111,9 +132,14 @@ class Restorer(nn.Module):
     def __init__(self, config: RestorerConfig):
         super().__init__()
         self.config = config
-        self.diffusion = GaussianDiffusion(config.diffusion)
-        self.denoiser_net = None if config.parametrisation == "regression" else UNet(config.unet)
-        self.regressor = None if config.regressor is None else UNet(config.regressor)
+        self.diffusion = (
+            BlurBridge(config.diffusion)
+            if config.parametrisation == "bridge"
+            else GaussianDiffusion(config.diffusion)
+        )
+        regression = config.parametrisation == "regression"
+        self.denoiser_net = None if regression else build_network(config.unet)
+        self.regressor = None if config.regressor is None else build_network(config.regressor)
 
     @property
     def is_diffusion(self) -> bool:
@@ -152,7 +178,7 @@ class Restorer(nn.Module):
         return restored.clamp(-1.0, 1.0)
 
     def denoiser(self, conditioning: Tensor) -> Denoiser:
-        """The noise predictor eps(x_t, t) for fixed conditioning images.
+        """The network's prediction at (x_t, t) for fixed conditioning images.
 
         ``conditioning`` is broadcast over the batch of x_t when it has batch size 1.
         """
@@ -167,13 +193,23 @@ class Restorer(nn.Module):
         return predict
 
     def training_loss(
-        self, blurred: Tensor, sharp: Tensor, generator: torch.Generator
+        self, blurred: Tensor, sharp: Tensor, generator: torch.Generator, loss: Loss = "mse"
     ) -> tuple[Tensor, dict[str, float]]:
         """Loss of one batch of pairs in [-1, 1], shape (B, C, H, W).
 
-        ``sharp`` and ``residual``: the epsilon MSE. ``regression``: the MSE of the estimate.
-        ``refine``: the sum of both; the estimate enters the diffusion detached, so the regressor
-        learns from its own loss only and the diffusion from a stable target.
+        ``sharp`` and ``residual``: the diffusion loss on the prediction's target (the noise,
+        x0 or v). ``regression``: the loss of the estimate. ``refine``: the sum of both; the
+        estimate enters the diffusion detached, so the regressor learns from its own loss only
+        and the diffusion from a stable target. ``bridge``: the loss of the sharp-image
+        prediction at a random point of the bridge.
+
+        Parameters
+        ----------
+        blurred, sharp : Tensor
+        generator : torch.Generator
+            Source of the timesteps and noise.
+        loss : {"mse", "l1", "charbonnier"}
+            The pixel loss (:func:`diffdeblur.losses.pixel_loss`).
 
         Returns
         -------
@@ -184,36 +220,37 @@ class Restorer(nn.Module):
         """
         estimate = self.estimate(blurred)
         parts: dict[str, float] = {}
-        loss = sharp.new_zeros(())
+        total = sharp.new_zeros(())
         if estimate is not None:
-            regression = functional.mse_loss(estimate, sharp)
+            regression = pixel_loss(estimate, sharp, loss)
             parts["regression"] = float(regression.detach())
-            loss = loss + regression
+            total = total + regression
             estimate = estimate.detach()
         if self.denoiser_net is not None:
             x0 = self.to_diffused(sharp, blurred, estimate)
             denoiser = self.denoiser(self.conditioning(blurred, estimate))
-            diffusion = self.diffusion.training_loss(denoiser, x0, generator)
+            if isinstance(self.diffusion, BlurBridge):
+                diffusion = self.diffusion.training_loss(denoiser, x0, blurred, generator, loss)
+            else:
+                diffusion = self.diffusion.training_loss(denoiser, x0, generator, loss)
             parts["diffusion"] = float(diffusion.detach())
-            loss = loss + diffusion
-        return loss, parts
+            total = total + diffusion
+        return total, parts
 
     def forward(
-        self, blurred: Tensor, sharp: Tensor, generator: torch.Generator
+        self, blurred: Tensor, sharp: Tensor, generator: torch.Generator, loss: Loss = "mse"
     ) -> tuple[Tensor, dict[str, float]]:
         """The training loss (see :meth:`training_loss`); a forward pass so that
         DistributedDataParallel synchronises the gradients it produces."""
-        return self.training_loss(blurred, sharp, generator)
+        return self.training_loss(blurred, sharp, generator, loss)
 
     @torch.no_grad()
     def restore(
         self,
         blurred: Tensor,
         *,
-        sampler: str = "ddim",
-        steps: int = 50,
-        eta: float = 0.0,
-        generator: torch.Generator,
+        sampler: SamplerSpec | None = None,
+        generator: torch.Generator | None,
         progress: Callable[[], None] | None = None,
     ) -> Tensor:
         """Restore a batch of blurred images in [-1, 1] whose size the network accepts.
@@ -221,15 +258,13 @@ class Restorer(nn.Module):
         Parameters
         ----------
         blurred : Tensor, shape (B, C, H, W)
-        sampler : {"ddim", "ddpm"}
-            ``ddpm``: ancestral sampling over all diffusion steps (the thesis). ``ddim``: ``steps``
-            steps with stochasticity ``eta`` (0: deterministic given the starting noise).
-        steps : int
-            DDIM steps, 1 to the number of diffusion steps.
-        eta : float
-            DDIM stochasticity, in [0, 1].
-        generator : torch.Generator
-            Source of the starting noise and of every sampling draw.
+        sampler : SamplerSpec, optional
+            Sampler, steps and eta; default: the process's own sampler with its default steps
+            (DDIM, 50 steps, eta 0 for Gaussian diffusion; the bridge's, 1 step). Unused by
+            ``regression``.
+        generator : torch.Generator or None
+            Source of the starting noise and of every sampling draw; may be None when nothing is
+            drawn (``regression``, or the bridge with eta 0).
         progress : callable, optional
             Called once per sampling step.
 
@@ -242,14 +277,7 @@ class Restorer(nn.Module):
             return estimate.clamp(-1.0, 1.0)
         denoiser = self.denoiser(self.conditioning(blurred, estimate))
         return self.sample(
-            blurred,
-            estimate,
-            denoiser,
-            sampler=sampler,
-            steps=steps,
-            eta=eta,
-            generator=generator,
-            progress=progress,
+            blurred, estimate, denoiser, sampler=sampler, generator=generator, progress=progress
         )
 
     @torch.no_grad()
@@ -259,13 +287,11 @@ class Restorer(nn.Module):
         estimate: Tensor | None,
         denoiser: Denoiser,
         *,
-        sampler: str,
-        steps: int,
-        eta: float,
-        generator: torch.Generator,
+        sampler: SamplerSpec | None = None,
+        generator: torch.Generator | None,
         progress: Callable[[], None] | None = None,
     ) -> Tensor:
-        """Run the reverse process with a given noise predictor and return the restoration.
+        """Run the reverse process with a given network callable and return the restoration.
 
         The part of :meth:`restore` after the networks are set up: :func:`restore_tiled
         <diffdeblur.tiling.restore_tiled>` calls it with a denoiser that blends patches.
@@ -277,8 +303,8 @@ class Restorer(nn.Module):
         estimate : Tensor or None
             The regressor's estimate of the same shape (``refine``), else None.
         denoiser : callable
-            ``eps = denoiser(x_t, t)`` over full-size ``x_t`` of ``blurred``'s shape.
-        sampler, steps, eta, generator, progress
+            ``prediction = denoiser(x_t, t)`` over full-size ``x_t`` of ``blurred``'s shape.
+        sampler, generator, progress
             As :meth:`restore`.
 
         Returns
@@ -291,18 +317,16 @@ class Restorer(nn.Module):
         base = self._base(blurred, estimate)
         scale = self.config.residual_scale
         clip_x0 = True if base is None else (scale * (-1.0 - base), scale * (1.0 - base))
-        common = {
-            "generator": generator,
-            "device": blurred.device,
-            "clip_x0": clip_x0,
-            "progress": progress,
-        }
-        if sampler == "ddpm":
-            x0 = ddpm_sample(denoiser, self.diffusion, tuple(blurred.shape), **common)
-        elif sampler == "ddim":
-            x0 = ddim_sample(
-                denoiser, self.diffusion, tuple(blurred.shape), steps=steps, eta=eta, **common
-            )
-        else:
-            raise ValueError(f"unknown sampler {sampler!r}; choose ddim or ddpm")
+        # The bridge starts at the blurred image; Gaussian diffusion from noise it draws.
+        start = blurred if isinstance(self.diffusion, BlurBridge) else None
+        x0 = (sampler or SamplerSpec()).sample(
+            denoiser,
+            self.diffusion,
+            tuple(blurred.shape),
+            generator=generator,
+            device=blurred.device,
+            start=start,
+            clip_x0=clip_x0,
+            progress=progress,
+        )
         return self.from_diffused(x0, blurred, estimate)

@@ -1,11 +1,22 @@
-"""Samplers of the reverse process: ancestral DDPM (Ho et al. 2020) and DDIM (Song et al. 2021).
+"""Samplers of the reverse process: ancestral DDPM (Ho et al. 2020), DDIM (Song et al. 2021), and
+the blurred-to-sharp bridge's (:mod:`diffdeblur.bridge`).
 
-Each sampler is a plain function of a denoiser callable ``denoiser(x_t, t) -> eps`` with
-``x_t`` of shape (B, ...) and ``t`` a (B,) long tensor of timestep indices of the trained
-process, and of a :class:`~diffdeblur.diffusion.GaussianDiffusion` for the schedule. The
-samplers never see the network, the conditioning image or the image size: a caller that restores
-large images wraps the network in a denoiser that blends patch predictions, and a conditional
-model captures its blurred input inside the callable.
+Every sampler is a plain function with one signature::
+
+    sampler(denoiser, process, shape, *, steps, eta, generator, device=None, dtype=None,
+            start=None, clip_x0=True, progress=None) -> x0
+
+of a denoiser callable ``denoiser(x_t, t) -> prediction`` with ``x_t`` of shape (B, ...) and
+``t`` a (B,) long tensor of timestep indices of the trained process, and of the process itself
+(a :class:`~diffdeblur.diffusion.GaussianDiffusion` or a :class:`~diffdeblur.bridge.BlurBridge`)
+for the schedule and for what the prediction means. The samplers never see the network, the
+conditioning image or the image size: a caller that restores large images wraps the network in
+a denoiser that blends patch predictions, and a conditional model captures its blurred input
+inside the callable.
+
+They are registered by name in :data:`SAMPLERS`; callers pick one with a :class:`SamplerSpec`
+(name, steps, eta), which is validated here and nowhere else. A new sampler is a function and a
+registry entry in this file.
 
 Randomness comes only from the ``generator`` argument. Every draw happens on the generator's
 device and is then moved to the sampling device, so a CPU generator gives the same starting
@@ -16,15 +27,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from .bridge import BlurBridge
 from .diffusion import Denoiser, GaussianDiffusion
 
 #: Lower and upper bounds of x_0: floats, or tensors broadcastable to the samples.
 X0Bounds = tuple[torch.Tensor | float, torch.Tensor | float]
 
-__all__ = ["ddim_sample", "ddpm_sample", "timestep_subsequence"]
+__all__ = [
+    "SAMPLERS",
+    "SamplerInfo",
+    "SamplerSpec",
+    "bridge_sample",
+    "ddim_sample",
+    "ddpm_sample",
+    "timestep_subsequence",
+]
 
 
 def timestep_subsequence(timesteps: int, steps: int) -> list[int]:
@@ -74,17 +95,19 @@ def ddpm_sample(
     diffusion: GaussianDiffusion,
     shape: Sequence[int],
     *,
+    steps: int | None = None,
+    eta: float = 1.0,
     generator: torch.Generator,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    noise: torch.Tensor | None = None,
+    start: torch.Tensor | None = None,
     clip_x0: bool | X0Bounds = True,
     progress: Callable[[], object] | None = None,
 ) -> torch.Tensor:
     """Ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2).
 
-    Starting from x_{T-1} ~ N(0, I) (the last index), each step predicts the noise, recovers
-    ``x0_hat`` (clamped to [-1, 1] when ``clip_x0``), and draws x_{t-1} from
+    Starting from x_{T-1} ~ N(0, I) (the last index), each step turns the network's prediction
+    into ``x0_hat`` (clamped to [-1, 1] when ``clip_x0``), and draws x_{t-1} from
     ``q(x_{t-1} | x_t, x0_hat)``, whose variance is the posterior's ``bt_t`` (the "fixed small"
     choice). The step at t = 0 adds no noise: its variance is 0 and it returns the mean, which is
     ``x0_hat`` itself.
@@ -92,19 +115,24 @@ def ddpm_sample(
     Parameters
     ----------
     denoiser : callable
-        ``(x_t (B, ...), t (B,) long) -> eps`` of ``x_t``'s shape. It is called T times, with
-        t = T-1, ..., 0 (all samples share one t).
+        ``(x_t (B, ...), t (B,) long) -> prediction`` of ``x_t``'s shape. It is called T times,
+        with t = T-1, ..., 0 (all samples share one t).
     diffusion : GaussianDiffusion
-        The schedule the denoiser was trained with.
+        The schedule and prediction type the denoiser was trained with.
     shape : sequence of int
         (B, ...) shape of the samples.
+    steps : int, optional
+        None or T: the sampler always takes all T steps (the argument exists for the common
+        signature).
+    eta : float
+        1: the posterior's own noise (the argument exists for the common signature).
     generator : torch.Generator
-        Source of the starting noise (unless ``noise`` is given) and of the noise of each step.
+        Source of the starting noise (unless ``start`` is given) and of the noise of each step.
     device : torch.device or str, optional
-        Device to sample on; by default that of ``noise`` if given, else the generator's.
+        Device to sample on; by default that of ``start`` if given, else the generator's.
     dtype : torch.dtype, optional
-        Dtype of the samples; by default that of ``noise`` if given, else float32.
-    noise : torch.Tensor, optional
+        Dtype of the samples; by default that of ``start`` if given, else float32.
+    start : torch.Tensor, optional
         The starting x_{T-1} of ``shape`` (for a fixed starting point); drawn if omitted.
     clip_x0 : bool or (low, high)
         Clamp each x_0 prediction to [-1, 1], the range of the data (True), to the given bounds
@@ -118,7 +146,12 @@ def ddpm_sample(
     torch.Tensor
         Samples of ``shape``, within the bounds of ``clip_x0``.
     """
-    x = _starting_point(shape, generator, device, dtype, noise)
+    if steps not in (None, diffusion.num_timesteps) or eta != 1.0:
+        raise ValueError(
+            f"ddpm takes all {diffusion.num_timesteps} steps with eta 1, got steps={steps!r}, "
+            f"eta={eta!r}; use ddim for fewer steps or another eta"
+        )
+    x = _starting_point(shape, generator, device, dtype, start)
     for t in reversed(range(diffusion.num_timesteps)):
         t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         x0_hat, _ = _predict(denoiser, diffusion, x, t_batch, clip_x0)
@@ -143,7 +176,7 @@ def ddim_sample(
     generator: torch.Generator | None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    noise: torch.Tensor | None = None,
+    start: torch.Tensor | None = None,
     clip_x0: bool | X0Bounds = True,
     progress: Callable[[], object] | None = None,
 ) -> torch.Tensor:
@@ -162,9 +195,10 @@ def ddim_sample(
     Parameters
     ----------
     denoiser : callable
-        ``(x_t (B, ...), t (B,) long) -> eps`` of ``x_t``'s shape; called ``steps`` times.
+        ``(x_t (B, ...), t (B,) long) -> prediction`` of ``x_t``'s shape; called ``steps``
+        times.
     diffusion : GaussianDiffusion
-        The schedule the denoiser was trained with.
+        The schedule and prediction type the denoiser was trained with.
     shape : sequence of int
         (B, ...) shape of the samples.
     steps : int
@@ -172,13 +206,13 @@ def ddim_sample(
     eta : float
         Stochasticity in [0, 1]: the fraction of the DDPM posterior standard deviation added.
     generator : torch.Generator or None
-        Source of the starting noise (unless ``noise`` is given) and, when ``eta > 0``, of the
-        noise of each step. May be None only when nothing is drawn (``noise`` given, ``eta = 0``).
+        Source of the starting noise (unless ``start`` is given) and, when ``eta > 0``, of the
+        noise of each step. May be None only when nothing is drawn (``start`` given, ``eta = 0``).
     device : torch.device or str, optional
-        Device to sample on; by default that of ``noise`` if given, else the generator's.
+        Device to sample on; by default that of ``start`` if given, else the generator's.
     dtype : torch.dtype, optional
-        Dtype of the samples; by default that of ``noise`` if given, else float32.
-    noise : torch.Tensor, optional
+        Dtype of the samples; by default that of ``start`` if given, else float32.
+    start : torch.Tensor, optional
         The starting x_{T-1} of ``shape``; drawn if omitted.
     clip_x0 : bool or (low, high)
         As in :func:`ddpm_sample`: clamp each x_0 prediction to [-1, 1] (True), to the given
@@ -191,11 +225,9 @@ def ddim_sample(
     torch.Tensor
         Samples of ``shape``: the last ``x0_hat``, within the bounds of ``clip_x0``.
     """
-    if not 0.0 <= eta <= 1.0:
-        # Beyond 1 the variance can exceed 1 - ab_p and the deterministic part is undefined.
-        raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+    _check_eta(eta)
     indices = timestep_subsequence(diffusion.num_timesteps, steps)
-    x = _starting_point(shape, generator, device, dtype, noise)
+    x = _starting_point(shape, generator, device, dtype, start)
     alphas_cumprod = diffusion.alphas_cumprod
     for position in reversed(range(steps)):
         t = indices[position]
@@ -217,6 +249,96 @@ def ddim_sample(
     return x
 
 
+@torch.no_grad()
+def bridge_sample(
+    denoiser: Denoiser,
+    bridge: BlurBridge,
+    shape: Sequence[int],
+    *,
+    steps: int,
+    eta: float = 0.0,
+    generator: torch.Generator | None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    start: torch.Tensor | None = None,
+    clip_x0: bool | X0Bounds = True,
+    progress: Callable[[], object] | None = None,
+) -> torch.Tensor:
+    """Walk the blurred-to-sharp bridge from t = 1 (the blurred image) to t = 0 in ``steps`` steps.
+
+    Visits the indices ``timestep_subsequence(T, steps)`` from T-1 (t = 1) down, then t = 0; the
+    step formula is in :mod:`diffdeblur.bridge`. One step returns the network's sharp-image
+    prediction at the blurred image.
+
+    Parameters
+    ----------
+    denoiser : callable
+        ``(x_t (B, ...), t (B,) long) -> x0 prediction``; called ``steps`` times.
+    bridge : BlurBridge
+        The process the denoiser was trained with.
+    shape : sequence of int
+        (B, ...) shape of the samples.
+    steps : int
+        Number of network evaluations, 1 <= steps <= T.
+    eta : float
+        Fresh noise in [0, 1]: 0 keeps the noise each step infers (deterministic), 1 draws new.
+    generator : torch.Generator or None
+        Source of the fresh noise; may be None when ``eta = 0``.
+    device, dtype : optional
+        Of the samples; by default those of ``start``.
+    start : torch.Tensor
+        The blurred image x_1 of ``shape`` (required: the bridge starts there).
+    clip_x0 : bool or (low, high)
+        As in :func:`ddpm_sample`.
+    progress : callable, optional
+        Called with no arguments after each step.
+
+    Returns
+    -------
+    torch.Tensor
+        Samples of ``shape``: the last sharp-image prediction, within the bounds of ``clip_x0``.
+    """
+    _check_eta(eta)
+    if start is None:
+        raise ValueError("the bridge starts at the blurred image: pass it as start")
+    blurred = _starting_point(shape, generator, device, dtype, start)
+    indices = timestep_subsequence(bridge.num_timesteps, steps)
+    x = blurred
+    for position in reversed(range(steps)):
+        index = indices[position]
+        t_batch = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
+        x0_hat = _clip(denoiser(x, t_batch), clip_x0)
+        if position == 0:
+            x = x0_hat
+        else:
+            t, s = bridge.time(index), bridge.time(indices[position - 1])
+            sigma_t, sigma_s = bridge.sigma(t), bridge.sigma(s)
+            mean = (1 - s) * x0_hat + s * blurred
+            if sigma_s > 0:
+                # The noise x_t carries, as the prediction explains it (none at t = 1).
+                noise = (
+                    torch.zeros_like(x)
+                    if sigma_t == 0
+                    else (x - (1 - t) * x0_hat - t * blurred) / sigma_t
+                )
+                if eta > 0:
+                    noise = math.sqrt(1 - eta * eta) * noise + eta * _randn(x, generator)
+                mean = mean + sigma_s * noise
+            x = mean
+        if progress is not None:
+            progress()
+    return x
+
+
+def _clip(x0_hat: torch.Tensor, clip_x0: bool | X0Bounds) -> torch.Tensor:
+    if clip_x0 is False:
+        return x0_hat
+    low, high = (-1.0, 1.0) if clip_x0 is True else clip_x0
+    low = torch.as_tensor(low, dtype=x0_hat.dtype, device=x0_hat.device)
+    high = torch.as_tensor(high, dtype=x0_hat.dtype, device=x0_hat.device)
+    return torch.clamp(x0_hat, low, high)
+
+
 def _predict(
     denoiser: Denoiser,
     diffusion: GaussianDiffusion,
@@ -225,15 +347,17 @@ def _predict(
     clip_x0: bool | X0Bounds,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Network call: (x0_hat, eps_hat) at x_t, both consistent with x_t after any clamping."""
-    eps_hat = denoiser(x, t)
-    x0_hat = diffusion.predict_x0(x, t, eps_hat)
+    x0_hat, eps_hat = diffusion.split_prediction(x, t, denoiser(x, t))
     if clip_x0 is not False:
-        low, high = (-1.0, 1.0) if clip_x0 is True else clip_x0
-        low = torch.as_tensor(low, dtype=x0_hat.dtype, device=x0_hat.device)
-        high = torch.as_tensor(high, dtype=x0_hat.dtype, device=x0_hat.device)
-        x0_hat = torch.clamp(x0_hat, low, high)
+        x0_hat = _clip(x0_hat, clip_x0)
         eps_hat = diffusion.predict_eps(x, t, x0_hat)
     return x0_hat, eps_hat
+
+
+def _check_eta(eta: float) -> None:
+    if not 0.0 <= eta <= 1.0:
+        # Beyond 1 the variance can exceed 1 - ab_p and the deterministic part is undefined.
+        raise ValueError(f"eta must be in [0, 1], got {eta!r}")
 
 
 def _starting_point(
@@ -241,16 +365,16 @@ def _starting_point(
     generator: torch.Generator | None,
     device: torch.device | str | None,
     dtype: torch.dtype | None,
-    noise: torch.Tensor | None,
+    start: torch.Tensor | None,
 ) -> torch.Tensor:
-    """x_{T-1}: the given ``noise`` (checked and moved) or a fresh standard normal draw."""
+    """x_{T-1}: the given ``start`` (checked and moved) or a fresh standard normal draw."""
     shape = tuple(int(n) for n in shape)
-    if noise is not None:
-        if tuple(noise.shape) != shape:
-            raise ValueError(f"noise has shape {tuple(noise.shape)} but shape is {shape}")
-        return noise.to(
-            device=noise.device if device is None else device,
-            dtype=noise.dtype if dtype is None else dtype,
+    if start is not None:
+        if tuple(start.shape) != shape:
+            raise ValueError(f"start has shape {tuple(start.shape)} but shape is {shape}")
+        return start.to(
+            device=start.device if device is None else device,
+            dtype=start.dtype if dtype is None else dtype,
         )
     if generator is None:
         raise ValueError("a generator is required to draw the starting noise")
@@ -265,3 +389,171 @@ def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
         raise ValueError("a generator is required for a stochastic sampler (eta > 0)")
     z = torch.randn(like.shape, generator=generator, device=generator.device, dtype=like.dtype)
     return z.to(like.device)
+
+
+#: A sampler: ``(denoiser, process, shape, *, steps, eta, generator, device, dtype, start,
+#: clip_x0, progress) -> samples`` (module docstring).
+Sampler = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    """A registered sampler.
+
+    Attributes
+    ----------
+    function : callable
+        The sampler, with the common signature.
+    process : type
+        The process it walks (:class:`GaussianDiffusion` or :class:`BlurBridge`).
+    default_steps : int or None
+        Network evaluations when none are asked for; None: all the process's steps, always.
+    default_eta : float
+        Stochasticity when none is asked for.
+    title : str
+        Its name in reports.
+    summary : str
+        One line for ``--help`` and the docs.
+    """
+
+    function: Sampler
+    process: type
+    default_steps: int | None
+    default_eta: float
+    title: str
+    summary: str
+
+
+#: The samplers by name. Adding one is a function above and an entry here.
+SAMPLERS: dict[str, SamplerInfo] = {
+    "ddpm": SamplerInfo(
+        ddpm_sample, GaussianDiffusion, None, 1.0, "DDPM", "ancestral, all T steps (the thesis)"
+    ),
+    "ddim": SamplerInfo(
+        ddim_sample, GaussianDiffusion, 50, 0.0, "DDIM", "DDIM, --steps steps, --eta"
+    ),
+    # One step: at the CPU budgets measured, more steps of a bridge lowered its PSNR and LPIPS
+    # alike (docs/diffdeblur.md, "Measured comparison").
+    "bridge": SamplerInfo(
+        bridge_sample,
+        BlurBridge,
+        1,
+        0.0,
+        "Bridge",
+        "the bridge from the blurred image, --steps steps",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """Which sampler, with how many steps and how much noise: the one place these are checked.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`SAMPLERS`. Default None: the natural sampler of the model's process
+        (``ddim`` for Gaussian diffusion, ``bridge`` for the bridge), chosen by :meth:`resolve`.
+    steps : int, optional
+        Network evaluations, >= 1 (and at most the process's T, checked by :meth:`resolve`);
+        None: the sampler's default, at most T. ``ddpm`` always takes all T steps.
+    eta : float, optional
+        Stochasticity in [0, 1]; None: the sampler's default (``ddpm``: 1, the others 0).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, steps < 1, or eta outside [0, 1]; the message names the option.
+
+    Examples
+    --------
+    >>> SamplerSpec("ddim", steps=20, eta=0.0).label
+    'DDIM, 20 steps, eta 0'
+    >>> SamplerSpec("euler")
+    Traceback (most recent call last):
+        ...
+    ValueError: unknown sampler 'euler'; choose from ddpm, ddim, bridge
+    """
+
+    name: str | None = None
+    steps: int | None = None
+    eta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is not None and self.name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.name!r}; choose from {', '.join(SAMPLERS)}")
+        if self.steps is not None and (isinstance(self.steps, bool) or self.steps < 1):
+            raise ValueError(f"steps must be >= 1, got {self.steps!r}")
+        if self.eta is not None:
+            _check_eta(self.eta)
+        if self.name == "ddpm" and self.eta not in (None, 1.0):
+            raise ValueError(f"ddpm's noise is the posterior's (eta 1), got eta={self.eta!r}")
+
+    def resolve(self, process: GaussianDiffusion | BlurBridge) -> SamplerSpec:
+        """This specification with every default filled in for ``process``; checks that the
+        sampler walks that kind of process and that the steps fit in its T."""
+        name = self.name
+        if name is None:
+            name = "bridge" if isinstance(process, BlurBridge) else "ddim"
+        info = SAMPLERS[name]
+        if not isinstance(process, info.process):
+            fitting = [n for n, i in SAMPLERS.items() if isinstance(process, i.process)]
+            raise ValueError(
+                f"sampler {name!r} cannot sample this model's process "
+                f"({type(process).__name__}); choose from {', '.join(fitting)}"
+            )
+        # A default never asks for more steps than the process has.
+        steps = self.steps if self.steps is not None else info.default_steps
+        if self.steps is None and info.default_steps is not None:
+            steps = min(info.default_steps, process.num_timesteps)
+        if info.default_steps is None:
+            if self.steps not in (None, process.num_timesteps):
+                raise ValueError(
+                    f"{name} takes all {process.num_timesteps} steps; use ddim for fewer"
+                )
+            steps = process.num_timesteps
+        if steps > process.num_timesteps:
+            raise ValueError(
+                f"steps must be <= {process.num_timesteps}, the model's diffusion steps, "
+                f"got {steps}"
+            )
+        eta = self.eta if self.eta is not None else info.default_eta
+        return SamplerSpec(name, steps, eta)
+
+    @property
+    def label(self) -> str:
+        """``"DDIM, 20 steps, eta 0"``: for reports (what :meth:`resolve` would fill in shows
+        as ``default``)."""
+        title = SAMPLERS[self.name].title if self.name else "the model's sampler"
+        steps = "default" if self.steps is None else self.steps
+        eta = "default" if self.eta is None else f"{self.eta:g}"
+        return f"{title}, {steps} steps, eta {eta}"
+
+    def sample(
+        self,
+        denoiser: Denoiser,
+        process: GaussianDiffusion | BlurBridge,
+        shape: Sequence[int],
+        *,
+        generator: torch.Generator | None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        start: torch.Tensor | None = None,
+        clip_x0: bool | X0Bounds = True,
+        progress: Callable[[], object] | None = None,
+    ) -> torch.Tensor:
+        """Run the sampler on ``process`` (the arguments are the common signature's)."""
+        spec = self.resolve(process)
+        return SAMPLERS[spec.name].function(
+            denoiser,
+            process,
+            shape,
+            steps=spec.steps,
+            eta=spec.eta,
+            generator=generator,
+            device=device,
+            dtype=dtype,
+            start=start,
+            clip_x0=clip_x0,
+            progress=progress,
+        )

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from .restorer import Denoiser, Restorer
+from .samplers import SamplerSpec
 
 __all__ = ["PatchGrid", "hann_weights", "patch_starts", "restore_image", "restore_tiled"]
 
@@ -260,10 +261,8 @@ def restore_tiled(
     patch_size: int = 64,
     overlap: int = 16,
     batch_size: int = 16,
-    sampler: str = "ddim",
-    steps: int = 50,
-    eta: float = 0.0,
-    generator: torch.Generator,
+    sampler: SamplerSpec | None = None,
+    generator: torch.Generator | None,
     progress: Callable[[], object] | None = None,
 ) -> Tensor:
     """Restore blurred images of any size by per-step blending of overlapping patches.
@@ -280,7 +279,7 @@ def restore_tiled(
         Pixels shared by neighbouring patches, 0 <= overlap < patch_size.
     batch_size : int
         Patches per network call, >= 1 (memory against speed; the result does not depend on it).
-    sampler, steps, eta, generator, progress
+    sampler, generator, progress
         As :meth:`Restorer.restore`.
 
     Returns
@@ -294,7 +293,9 @@ def restore_tiled(
     >>> from diffdeblur import Restorer, restorer_config
     >>> model = Restorer(restorer_config("residual", "tiny")).eval()
     >>> blurred = torch.zeros(1, 3, 40, 70)
-    >>> restored = restore_tiled(model, blurred, patch_size=32, overlap=8, steps=2,
+    >>> from diffdeblur.samplers import SamplerSpec
+    >>> restored = restore_tiled(model, blurred, patch_size=32, overlap=8,
+    ...                          sampler=SamplerSpec("ddim", steps=2),
     ...                          generator=torch.Generator().manual_seed(0))
     >>> restored.shape
     torch.Size([1, 3, 40, 70])
@@ -312,14 +313,7 @@ def restore_tiled(
         return estimate.clamp(-1.0, 1.0)
     denoiser = _tiled_denoiser(model, model.conditioning(blurred, estimate), grid, batch_size)
     return model.sample(
-        blurred,
-        estimate,
-        denoiser,
-        sampler=sampler,
-        steps=steps,
-        eta=eta,
-        generator=generator,
-        progress=progress,
+        blurred, estimate, denoiser, sampler=sampler, generator=generator, progress=progress
     )
 
 
@@ -330,10 +324,8 @@ def restore_image(
     patch_size: int = 64,
     overlap: int = 16,
     batch_size: int = 16,
-    sampler: str = "ddim",
-    steps: int = 50,
-    eta: float = 0.0,
-    generator: torch.Generator,
+    sampler: SamplerSpec | None = None,
+    generator: torch.Generator | None,
     device: torch.device | str = "cpu",
     progress: Callable[[], object] | None = None,
 ) -> np.ndarray:
@@ -345,7 +337,7 @@ def restore_image(
         A trained restorer, in evaluation mode, on ``device``.
     image : ndarray, shape (H, W), (H, W, 1) or (H, W, 3)
         ``uint8`` (0-255), ``uint16`` (0-65535), or float in [0, 1].
-    patch_size, overlap, batch_size, sampler, steps, eta, generator, progress
+    patch_size, overlap, batch_size, sampler, generator, progress
         As :func:`restore_tiled`.
     device : torch.device or str
         Where the network runs.
@@ -399,8 +391,6 @@ def restore_image(
         overlap=overlap,
         batch_size=batch_size,
         sampler=sampler,
-        steps=steps,
-        eta=eta,
         generator=generator,
         progress=progress,
     )

@@ -33,10 +33,14 @@ from torch import distributed, nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import DiffusionConfig
+from .compute import PRECISIONS, autocast, resolve_precision, set_threads
+from .config import PARAMETRISATIONS, PREDICTIONS, DiffusionConfig
 from .data import open_training_data, split_indices
+from .losses import LOSSES
 from .plots import save_loss_curve, save_restoration_grid
 from .restorer import Restorer, restorer_config
+from .samplers import SamplerSpec
+from .unet import count_parameters
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "TrainResult", "train"]
 
@@ -55,8 +59,14 @@ RESUMABLE_CHANGES = frozenset(
         "out",
         "data",
         "log_every",
+        "precision",
+        "threads",
     }
 )
+#: Steps timed before the plan states the measured rate (after one step of warm-up).
+PLAN_STEPS = 10
+#: Fewer steps than this in a budget give a model that has not learnt to restore.
+FEW_STEPS = 300
 
 
 class NonFiniteLoss(RuntimeError):
@@ -73,13 +83,19 @@ class TrainConfig:
         A csb-generate dataset folder or a GoPro-style paired folder.
     out : str
         Run folder.
-    parametrisation : {"sharp", "residual", "refine", "regression"}
+    parametrisation : {"sharp", "residual", "refine", "regression", "bridge"}
     variant : str
-        U-Net preset (``base``, ``wide``, ``multihead``, ``multires``, ``biggan``, ``improved``,
-        ``tiny``).
+        Network preset (``base``, ``wide``, ``multihead``, ``multires``, ``biggan``,
+        ``improved``, ``tiny``, ``nafnet``).
     schedule : {"linear", "cosine"}
     timesteps : int
         Diffusion steps (1000 in the thesis).
+    prediction : {"eps", "x0", "v"}
+        What the diffusion network predicts (the bridge always predicts x0).
+    bridge_noise : float
+        Noise scale of the bridge (``bridge`` only), >= 0.
+    loss : {"mse", "l1", "charbonnier"}
+        Pixel loss on the network's target.
     residual_scale : float
         Scale of the diffused residual (``residual``, ``refine``).
     patch_size : int
@@ -90,6 +106,10 @@ class TrainConfig:
         An epoch is ``samples_per_epoch`` patches drawn with replacement (thesis: 4000 x 1024).
     lr : float
         Adam learning rate after warm-up.
+    lr_schedule : {"constant", "cosine"}
+        After warm-up: constant, or a cosine decay to 0 at the run's horizon (the last step of
+        the epochs, or where ``max_steps`` or the budget is expected to stop this run: the
+        budget's horizon is set from the rate measured after the first steps).
     warmup_steps : int
         Steps of linear learning-rate warm-up from 0.
     ema_decay : float
@@ -97,8 +117,11 @@ class TrainConfig:
         checkpoint's EMA already follows the weights.
     grad_clip : float
         Maximum gradient norm (0: no clipping).
-    amp : bool
-        Mixed precision (bfloat16 autocast on CPU, float16 with loss scaling on CUDA).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast precision (:func:`diffdeblur.compute.resolve_precision`): ``auto`` is bf16 on a
+        CPU with native bfloat16, fp16 with loss scaling on CUDA, fp32 otherwise.
+    threads : int or None
+        CPU threads; None: every CPU of the process's affinity.
     seed : int
     workers : int
         DataLoader worker processes per training process.
@@ -109,7 +132,7 @@ class TrainConfig:
     validation_images : int
         Held-out patches shown in each validation grid.
     validation_steps : int
-        DDIM steps used for the validation restorations.
+        Sampling steps of the validation restorations (the model's own sampler).
     budget_minutes : float or None
         Wall-clock budget of this run: stop cleanly with a checkpoint when exceeded.
     max_steps : int or None
@@ -124,16 +147,21 @@ class TrainConfig:
     variant: str = "base"
     schedule: str = "linear"
     timesteps: int = 1000
+    prediction: str = "eps"
+    bridge_noise: float = 0.1
+    loss: str = "mse"
     residual_scale: float = 5.0
     patch_size: int = 64
     batch_size: int = 16
     epochs: int = 4000
     samples_per_epoch: int = 1024
     lr: float = 2e-4
+    lr_schedule: str = "constant"
     warmup_steps: int = 500
     ema_decay: float = 0.9999
     grad_clip: float = 1.0
-    amp: bool = False
+    precision: str = "auto"
+    threads: int | None = None
     seed: int = 0
     workers: int = 0
     checkpoint_every: int = 500
@@ -175,6 +203,23 @@ class TrainConfig:
             raise ValueError("--max-steps must be >= 1")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError("--device must be auto, cpu or cuda")
+        choices = {
+            "prediction": PREDICTIONS,
+            "loss": LOSSES,
+            "lr_schedule": ("constant", "cosine"),
+            "precision": PRECISIONS,
+            "parametrisation": PARAMETRISATIONS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                    f"got {getattr(self, name)!r}"
+                )
+        if self.bridge_noise < 0:
+            raise ValueError("--bridge-noise must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("--threads must be >= 1")
 
 
 @dataclass
@@ -228,10 +273,17 @@ def _epoch_indices(seed: int, epoch: int, dataset_size: int, count: int) -> torc
     return torch.cat(order)[:count]
 
 
-def _learning_rate(config: TrainConfig, step: int) -> float:
-    if config.warmup_steps == 0:
-        return config.lr
-    return config.lr * min(1.0, (step + 1) / config.warmup_steps)
+def _learning_rate(config: TrainConfig, step: int, horizon: int) -> float:
+    """The learning rate of step ``step`` (0-based): linear warm-up, then constant or a cosine
+    decay that reaches 0 at step ``horizon``."""
+    rate = config.lr
+    if config.warmup_steps:
+        rate *= min(1.0, (step + 1) / config.warmup_steps)
+    if config.lr_schedule == "cosine" and step >= config.warmup_steps:
+        span = max(horizon - config.warmup_steps, 1)
+        progress = min(1.0, (step - config.warmup_steps) / span)
+        rate *= 0.5 * (1.0 + math.cos(math.pi * progress))
+    return rate
 
 
 @torch.no_grad()
@@ -269,8 +321,13 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Run (or resume) a training.
+
+    At the start it states a plan through ``notify``: device, precision, threads, parameters
+    and, after the first steps, the measured samples/s and the steps that the budget will give
+    (with a warning when they are too few to learn from).
 
     Parameters
     ----------
@@ -282,6 +339,8 @@ def train(
         Show a progress bar (rank 0).
     on_log : callable, optional
         Called with each log record (rank 0).
+    notify : callable, optional
+        Called with each line of the plan and each warning (rank 0).
 
     Raises
     ------
@@ -291,7 +350,25 @@ def train(
     NonFiniteLoss
         When the loss stops being finite; the last checkpoint is kept unchanged.
     """
+    # The caller's thread count comes back afterwards: it is the process's, not this run's.
+    caller_threads = torch.get_num_threads()
+    try:
+        return _run(config, resume, progress, on_log, notify, set_threads(config.threads))
+    finally:
+        torch.set_num_threads(caller_threads)
+
+
+def _run(
+    config: TrainConfig,
+    resume: bool,
+    progress: bool,
+    on_log: Callable[[dict[str, Any]], None] | None,
+    notify: Callable[[str], None] | None,
+    threads: int,
+) -> TrainResult:
+    """The body of :func:`train`, with the threads already set."""
     context = _distributed_context(config.device)
+    precision = resolve_precision(config.precision, context.device)
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
     if checkpoint_path.exists() and not resume:
@@ -330,7 +407,12 @@ def train(
         restorer_config(
             config.parametrisation,
             config.variant,
-            diffusion=DiffusionConfig(timesteps=config.timesteps, schedule=config.schedule),
+            diffusion=DiffusionConfig(
+                timesteps=config.timesteps,
+                schedule=config.schedule,
+                prediction=config.prediction,
+                bridge_noise=config.bridge_noise,
+            ),
             residual_scale=config.residual_scale,
         )
     ).to(context.device)
@@ -369,8 +451,23 @@ def train(
     if steps_per_epoch < 1:
         raise ValueError("--samples-per-epoch must be at least --batch-size")
     total_steps = config.epochs * steps_per_epoch
-    scaler = torch.amp.GradScaler(enabled=config.amp and context.device.type == "cuda")
-    autocast_dtype = torch.float16 if context.device.type == "cuda" else torch.bfloat16
+    # float16's narrow range needs the loss scaled; bfloat16 has float32's range.
+    scaler = torch.amp.GradScaler(context.device.type, enabled=precision == "fp16")
+    horizon = total_steps
+    if config.max_steps is not None:
+        horizon = min(horizon, step + config.max_steps)
+
+    def say(line: str) -> None:
+        if notify is not None and context.writes:
+            notify(line)
+
+    budget = f", budget {config.budget_minutes:g} min" if config.budget_minutes else ""
+    say(
+        f"plan: {context.device.type}, {precision}, {threads} thread(s), "
+        f"{count_parameters(restorer) / 1e6:.2f} M parameters ({config.variant}, "
+        f"{config.parametrisation}), batch {config.batch_size}, step {step} of "
+        f"{total_steps}{budget}"
+    )
 
     if context.writes:
         out.mkdir(parents=True, exist_ok=True)
@@ -410,7 +507,7 @@ def train(
 
         # Counted in samples, so that the bar's rate is samples/s; the step is in the postfix.
         bar = tqdm(
-            total=total_steps * config.batch_size,
+            total=horizon * config.batch_size,
             initial=step * config.batch_size,
             unit="sample",
             dynamic_ncols=True,
@@ -418,6 +515,30 @@ def train(
     started = time.monotonic()
     run_steps, last_loss, stopped_by = 0, math.nan, "finished"
     window_start, window_samples = time.monotonic(), 0
+    plan_started = started
+
+    def plan_from_rate() -> None:
+        """State the measured rate and, under a budget, the horizon it gives this run."""
+        nonlocal horizon
+        seconds = time.monotonic() - plan_started
+        rate = PLAN_STEPS / max(seconds, 1e-9)
+        line = f"plan: {rate * config.batch_size:.1f} samples/s measured over {PLAN_STEPS} steps"
+        if config.budget_minutes is not None:
+            left = 60 * config.budget_minutes - (time.monotonic() - started)
+            expected = step + int(rate * max(left, 0.0))
+            horizon = min(horizon, expected)
+            line += f"; about {horizon - step + run_steps} steps in this run's budget"
+            if bar is not None:
+                bar.total = horizon * config.batch_size
+                bar.refresh()
+        say(line)
+        if horizon - step + run_steps < FEW_STEPS:
+            say(
+                f"warning: this run will take only about {horizon - step + run_steps} steps; "
+                f"a model trained for fewer than {FEW_STEPS} steps is barely trained. Raise "
+                "--budget-minutes, or pick a smaller --variant"
+            )
+
     try:
         while step < total_steps:
             epoch, first_batch = divmod(step, steps_per_epoch)
@@ -439,9 +560,9 @@ def train(
                 blurred = batch["blurred"].to(context.device)
                 sharp = batch["sharp"].to(context.device)
                 for group in optimiser.param_groups:
-                    group["lr"] = _learning_rate(config, step)
-                with torch.autocast(context.device.type, dtype=autocast_dtype, enabled=config.amp):
-                    loss, parts = model(blurred, sharp, noise)
+                    group["lr"] = _learning_rate(config, step, horizon)
+                with autocast(precision, context.device):
+                    loss, parts = model(blurred, sharp, noise, config.loss)
                 finite = torch.isfinite(loss.detach()).float()
                 if context.world > 1:  # one rank's NaN must stop every rank, not hang them
                     distributed.all_reduce(finite, op=distributed.ReduceOp.MIN)
@@ -466,6 +587,10 @@ def train(
                 step += 1
                 run_steps += 1
                 last_loss = float(loss.detach())
+                if run_steps == 1:  # the first step allocates; time the ones after it
+                    plan_started = time.monotonic()
+                elif run_steps == 1 + PLAN_STEPS:
+                    plan_from_rate()
                 window_samples += config.batch_size
                 log_now = step % config.log_every == 0 or step == total_steps
                 if log_now and context.world > 1:  # log the loss of the whole batch
@@ -479,7 +604,7 @@ def train(
                         "epoch": epoch,
                         "loss": last_loss,
                         **parts,
-                        "lr": _learning_rate(config, step - 1),
+                        "lr": _learning_rate(config, step - 1, horizon),
                         "samples_per_s": window_samples / max(now - window_start, 1e-9),
                         "elapsed_s": now - started,
                     }
@@ -528,7 +653,8 @@ def _validate(
 ) -> None:
     device = next(ema.parameters()).device
     generator = torch.Generator(device).manual_seed(config.seed)
+    steps = min(config.validation_steps, ema.diffusion.num_timesteps)
     restored = ema.restore(
-        blurred.to(device), sampler="ddim", steps=config.validation_steps, generator=generator
+        blurred.to(device), sampler=SamplerSpec(steps=steps), generator=generator
     )
     save_restoration_grid(path, blurred, restored.cpu(), sharp, title=f"step {path.stem[4:]}")

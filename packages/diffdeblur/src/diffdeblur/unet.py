@@ -38,6 +38,7 @@ __all__ = [
     "UNet",
     "Upsample",
     "count_parameters",
+    "embed_time",
     "group_count",
     "timestep_embedding",
 ]
@@ -132,6 +133,35 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     if dim % 2:
         embedding = F.pad(embedding, (0, 1))
     return embedding
+
+
+def embed_time(config: UNetConfig, time_mlp: nn.Sequential, x: Tensor, t: Tensor) -> Tensor:
+    """Check a network's input ``x`` and timesteps ``t``; the time embedding of ``t``.
+
+    Parameters
+    ----------
+    config : UNetConfig
+        The network's configuration (for its input channels).
+    time_mlp : nn.Sequential
+        The network's embedding MLP, whose first layer takes the sinusoidal embedding.
+    x : Tensor, shape (B, in_channels, H, W)
+    t : Tensor of shape (B,) or (), or a number
+        A scalar applies to the whole batch.
+
+    Returns
+    -------
+    Tensor, shape (B, embedding width), in the MLP's dtype
+    """
+    if x.ndim != 4 or x.shape[1] != config.in_channels:
+        raise ValueError(f"x must have shape (B, {config.in_channels}, H, W), not {tuple(x.shape)}")
+    batch = x.shape[0]
+    t = torch.as_tensor(t, device=x.device)
+    if t.ndim == 0:
+        t = t.expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(f"t must have shape ({batch},) or (), not {tuple(t.shape)}")
+    first = time_mlp[0]
+    return time_mlp(timestep_embedding(t, first.in_features).to(first.weight.dtype))
 
 
 class ResBlock(nn.Module):
@@ -493,19 +523,8 @@ class UNet(nn.Module):
         Tensor, shape (B, out_channels, H, W)
             Plus ``x[:, :out_channels]`` when ``config.global_skip``.
         """
-        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"x must have shape (B, {self.config.in_channels}, H, W), not {tuple(x.shape)}"
-            )
-        batch, _, height, width = x.shape
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(batch)
-        if t.shape != (batch,):
-            raise ValueError(f"t must have shape ({batch},) or (), not {tuple(t.shape)}")
-
-        first = self.time_mlp[0]
-        emb = self.time_mlp(timestep_embedding(t, first.in_features).to(first.weight.dtype))
+        emb = embed_time(self.config, self.time_mlp, x, t)
+        height, width = x.shape[-2:]
         h = self._pad(x)
         skips = []
         for stage in self.encoder:
