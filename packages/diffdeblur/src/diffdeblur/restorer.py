@@ -91,7 +91,8 @@ def restorer_config(
             **unet_overrides,
             "in_channels": image_channels * (1 + conditions[parametrisation]),
             "out_channels": image_channels,
-            "global_skip": parametrisation == "bridge",
+            # The bridge's network corrects x_t, which starts as the blurred image.
+            **({"global_skip": True} if parametrisation == "bridge" else {}),
         },
     )
     regressor = None
