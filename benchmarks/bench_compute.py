@@ -4,6 +4,7 @@ Run from the repository root, in the development environment, with nothing else 
 
     python benchmarks/bench_compute.py                 # about 5 minutes on 2 cores
     python benchmarks/bench_compute.py --quick         # seconds: one setting of each table
+    python benchmarks/bench_compute.py --compile-only  # eager against torch.compile, 2 threads
 
 Each setting runs in a fresh Python process (``OMP_WAIT_POLICY`` is read when torch loads
 OpenMP, and a thread count is best set before the first operation), which takes ``--warmup``
@@ -18,7 +19,11 @@ random batch of 8 patches of 64 px; samples/s is the batch over the median step 
    variant trains in fp32 with 1 and 2 threads, with OpenMP's spinning waits (``ACTIVE``) and
    with sleeping ones (``PASSIVE``, what ``import diffdeblur`` sets by default).
 
-Results in ``--out`` (default ``benchmarks/results/``): ``compute.json`` and ``compute.md``.
+``torch.compile`` compiles the networks in place, as ``diffdeblur train --compile`` does; the
+compilation falls in the untimed warm-up steps.
+
+Results in ``--out`` (default ``benchmarks/results/``): ``compute.json`` and ``compute.md``
+(``compute-compile.*`` with ``--compile-only``).
 """
 
 from __future__ import annotations
@@ -54,12 +59,15 @@ def measure(setting: dict) -> float:
     shape = (setting["batch"], 3, setting["patch"], setting["patch"])
     blurred = (torch.rand(shape, generator=generator) * 2 - 1).to(memory_format=memory_format)
     sharp = (torch.rand(shape, generator=generator) * 2 - 1).to(memory_format=memory_format)
-    loss_of = torch.compile(model.training_loss) if setting["compile"] else model.training_loss
+    if setting["compile"]:
+        for network in (model.denoiser_net, model.regressor):
+            if network is not None:
+                network.compile()
 
     def step() -> float:
         started = time.perf_counter()
         with autocast(setting["precision"], "cpu"):
-            loss, _ = loss_of(blurred, sharp, generator)
+            loss, _ = model.training_loss(blurred, sharp, generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -108,6 +116,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--quick", action="store_true", help="one setting of each table")
+    parser.add_argument(
+        "--compile-only", action="store_true", help="only eager against compiled, 2 threads"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -146,9 +157,12 @@ def main() -> None:
     ]
     if args.quick:
         alone, loaded = alone[:1], loaded[-1:]
+    if args.compile_only:
+        alone = [{**base, "threads": 2, "compile": c} for c in (False, True)]
+        loaded = []
     rows = [run_setting(s, hog=False) for s in alone] + [run_setting(s, hog=True) for s in loaded]
 
-    stem = "compute-quick" if args.quick else "compute"
+    stem = "compute-quick" if args.quick else "compute-compile" if args.compile_only else "compute"
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {"machine": describe(ROOT), "rows": rows}
     (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")

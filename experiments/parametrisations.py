@@ -5,9 +5,10 @@ budget (``--budget-minutes``, at least 10 for the published table), with the sam
 network size, threads and precision, one after the other with nothing else running, and then
 scored by the same code:
 
-- **Data.** Table 3's PSF-32 setting (``csb-generate --mode random --psf-size 32``, 96 px crops,
-  no noise) cut from the training photographs; the test crops come from ``chelsea`` and
-  ``coffee``, which no training crop comes from (``pipeline.TEST_PHOTOGRAPHS``).
+- **Data.** Table 3's setting (``csb-generate --mode random --psf-size 32``, 96 px crops, no
+  noise; ``--psf-size`` 16 or 64 for its other columns) cut from the training photographs; the
+  test crops come from ``chelsea`` and ``coffee``, which no training crop comes from
+  (``pipeline.TEST_PHOTOGRAPHS``).
 - **Protocols.** ``central`` cuts the central 64 px out of each 96 px test crop and restores that
   alone (the thesis's); ``context`` restores the whole crop and scores the same central 64 px,
   as a user's photograph gives a restorer its surroundings (``docs/evaluation.md``).
@@ -16,10 +17,18 @@ scored by the same code:
 - **Scores.** PSNR / SSIM / LPIPS (AlexNet v0.1, genuine weights) of the EMA model, beside the
   blurred input and Wiener deconvolution with the true kernel (its balance tuned on training
   crops by PSNR).
+- **Deconvolution rows** (``--deconvolve``, :mod:`diffdeblur.restorer`): for each, also the
+  front end alone (the learned Wiener filter, no refinement) with the estimated kernel and with
+  the true one, the kernel error of the estimates, and ``kernels.png``: estimated beside true
+  kernels of the first test crops.
+- **Learning curves.** With ``--segments N`` every row is trained in N equal parts of its
+  budget (each part resumes the last exactly, ``diffdeblur train --resume``) and scored after
+  each at ``--curve-steps`` sampling steps: ``learning_curve.png``, PSNR against samples seen.
 
 Outputs in ``--out``: ``results.md`` (the tables), ``results.json`` (every number and the
 settings), ``perception_distortion.png`` (LPIPS against PSNR, one curve per row over its step
-counts), ``examples.png`` and, per row, the training log and loss curve.
+counts), ``examples.png``, ``learning_curve.png``, ``kernels.png`` (deconvolution rows) and, per
+row, the training log and loss curve.
 
     python experiments/parametrisations.py --budget-minutes 10 --work /tmp/param-work \\
         --out experiments/results/parametrisations --lpips-weights lpips-alex-v0.1.pt
@@ -32,18 +41,23 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from csb_generator import open_dataset
-from diffdeblur import load_checkpoint, load_restorer
+from diffdeblur import Restorer, load_checkpoint, load_restorer
+from diffdeblur.deconvolution import odd_kernel
 from diffdeblur.evaluation import EvaluationSettings, evaluate_samples, summarise
+from diffdeblur.kernel_estimation import kernel_loss
 from diffdeblur.lpips_weights import load_lpips
 from diffdeblur.metrics import lpips_distance
 from diffdeblur.plots import save_restoration_grid
 from diffdeblur.samplers import SamplerSpec
 from diffdeblur.wiener import tune_wiener_balance
 from pipeline import CSB_GENERATE, DIFFDEBLUR, photo_folders, run_logged
+from torch import nn
 
 #: The rows: name -> the ``diffdeblur train`` options that make it.
 ROWS: dict[str, list[str]] = {
@@ -53,6 +67,10 @@ ROWS: dict[str, list[str]] = {
     "refine-v": ["--parametrisation", "refine", "--prediction", "v"],
     "sharp-eps": ["--parametrisation", "sharp", "--prediction", "eps"],
     "sharp-v": ["--parametrisation", "sharp", "--prediction", "v"],
+    # Issue "use what the generator knows": estimated kernel -> learned Wiener -> refinement
+    # (blind), and the same with the stored kernel (non-blind: an upper bound).
+    "deconvolve-estimated": ["--parametrisation", "regression", "--deconvolve", "estimated"],
+    "deconvolve-true": ["--parametrisation", "regression", "--deconvolve", "true"],
 }
 PROTOCOLS = ("central", "context")
 METRICS = ("psnr", "ssim", "lpips")
@@ -60,8 +78,8 @@ METRICS = ("psnr", "ssim", "lpips")
 
 def _generate(args: argparse.Namespace) -> tuple[Path, Path]:
     train_photos, test_photos = photo_folders(args.work, args.extra_photographs)
-    generate = [CSB_GENERATE, "--mode", "random", "--psf-size", "32", "--image-size", "96"]
-    generate += ["--no-preview"]
+    generate = [CSB_GENERATE, "--mode", "random", "--psf-size", str(args.psf_size)]
+    generate += ["--image-size", "96", "--no-preview"]
     train, test = args.work / "train", args.work / "test"
     for folder, photos, count, seed in (
         (train, train_photos, args.train_count, 0),
@@ -71,22 +89,110 @@ def _generate(args: argparse.Namespace) -> tuple[Path, Path]:
             command = [*generate, "--source", str(photos), "--count", str(count)]
             command += ["--out", str(folder), "--seed", str(seed)]
             run_logged(command, args.work / f"generate-{folder.name}.log")
+        stored = open_dataset(folder).manifest["options"]["psf_size"]
+        if stored != args.psf_size:
+            raise SystemExit(
+                f"{folder} holds PSF-{stored} data, not --psf-size {args.psf_size}: "
+                "use another --work for each PSF size"
+            )
     return train, test
 
 
-def _train(args: argparse.Namespace, name: str, data: Path, run: Path) -> None:
-    """Train one row from scratch; its wall time, process start included, goes beside it."""
+def _train(args: argparse.Namespace, name: str, data: Path, run: Path, score) -> list[dict]:
+    """Train one row from scratch in ``--segments`` parts of its budget, each resuming the last
+    and scored by ``score(run)`` after it; the wall time, process starts included, goes beside
+    it. Returns the learning curve."""
     shutil.rmtree(run, ignore_errors=True)
     command = [
         DIFFDEBLUR, "train", "--data", str(data), "--out", str(run), *ROWS[name],
         "--variant", args.variant, "--batch-size", str(args.batch_size), "--lr", str(args.lr),
         "--warmup-steps", "100", "--ema-decay", "0.999", "--seed", str(args.seed),
-        "--budget-minutes", str(args.budget_minutes), "--checkpoint-every", "1000000",
-        "--validate-every", "1000000", "--precision", args.precision, "--device", "cpu",
+        "--budget-minutes", str(args.budget_minutes / args.segments),
+        "--checkpoint-every", "1000000", "--validate-every", "1000000",
+        "--precision", args.precision, "--device", "cpu",
         "--quiet", *(["--threads", str(args.threads)] if args.threads else []),
     ]  # fmt: skip
-    seconds = run_logged(command, args.work / f"train-{name}.log", args.out / "commands.txt")
-    (run / "timing.json").write_text(json.dumps({"train_seconds": seconds}) + "\n")
+    seconds, curve = 0.0, []
+    for segment in range(args.segments):
+        resume = ["--resume"] if segment else []
+        log = args.work / f"train-{name}-{segment}.log"
+        seconds += run_logged([*command, *resume], log, args.out / "commands.txt")
+        (run / "timing.json").write_text(json.dumps({"train_seconds": seconds}) + "\n")
+        if args.segments > 1:
+            step = int(load_checkpoint(run / "checkpoint.pt")["step"])
+            curve.append({"samples_seen": step * args.batch_size, "seconds": seconds, **score(run)})
+            print(name, "curve", curve[-1], flush=True)
+    (run / "curve.json").write_text(json.dumps(curve) + "\n")
+    return curve
+
+
+class _PassDeconvolution(nn.Module):
+    """Stands in for the refiner: returns the deconvolved half of the observation."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, observed: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return observed[:, self.channels : 2 * self.channels]
+
+
+def _front_end(model: Restorer, kernel: str) -> Restorer:
+    """The deconvolution front end of ``model`` alone, as a restorer: its learned Wiener filter
+    with the estimated (``kernel="estimated"``) or the stored kernel, without refinement."""
+    front = replace(model.config.deconvolution, kernel=kernel)
+    config = replace(
+        model.config, parametrisation="regression", regressor=model.config.unet,
+        deconvolution=front,
+    )  # fmt: skip
+    alone = Restorer(config).eval()
+    alone.wiener.load_state_dict(model.wiener.state_dict())
+    if alone.kernel_estimator is not None:
+        alone.kernel_estimator.load_state_dict(model.kernel_estimator.state_dict())
+    alone.regressor = _PassDeconvolution(config.image_channels)
+    return alone
+
+
+@torch.no_grad()
+def _kernel_errors(model: Restorer, test, out: Path, name: str, shown: int = 8) -> dict:
+    """Kernel error of the estimates from whole test crops, and the picture of the first ones."""
+    estimates, truths = [], []
+    for index in range(len(test)):
+        sample = test[index]
+        blurred = torch.from_numpy(sample["blurred"]).permute(2, 0, 1)[None] * 2 - 1
+        estimates.append(model.kernel(blurred)[0])
+        truths.append(torch.from_numpy(odd_kernel(sample["kernel"])))
+    estimate, true = torch.stack(estimates), torch.stack(truths)
+    errors = [float(kernel_loss(e[None], t[None])) for e, t in zip(estimate, true, strict=True)]
+    rotated = [float(kernel_loss(t.flip(-1, -2)[None], t[None])) for t in true]
+    _kernel_picture(estimate[:shown].numpy(), true[:shown].numpy(), out / f"{name}-kernels.png")
+    return {
+        "kernel_error": float(np.mean(errors)),
+        "kernel_error_of_rotated_true_kernel": float(np.mean(rotated)),
+        "estimate_closer_than_rotation": float(np.mean(np.less(errors, rotated))),
+    }
+
+
+def _kernel_picture(estimates: np.ndarray, truths: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    count = len(truths)
+    figure, axes = pyplot.subplots(2, count, figsize=(1.6 * count, 3.6), squeeze=False)
+    for column in range(count):
+        for row, (kernels, label) in enumerate(((truths, "true"), (estimates, "estimated"))):
+            axis = axes[row][column]
+            axis.imshow(kernels[column], cmap="gray", vmin=0, vmax=truths[column].max())
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column == 0:
+                axis.set_ylabel(label)
+    figure.suptitle("test crops (96 px): true kernels above, estimates below (same grey scale)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
 
 
 def _scores(rows: list[dict], method: str) -> dict:
@@ -97,6 +203,9 @@ def _scores(rows: list[dict], method: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-minutes", type=float, default=10.0, help="per row (10)")
+    parser.add_argument("--psf-size", type=int, default=32, help="Table 3: 16, 32 or 64")
+    parser.add_argument("--segments", type=int, default=1, help="learning-curve points per row")
+    parser.add_argument("--curve-steps", type=int, default=1, help="sampling steps of the curve")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--variant", default="tiny")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -122,17 +231,34 @@ def main() -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
 
     train_data, test_data = _generate(args)
-    for name in args.rows:
-        run = args.work / "runs" / name
-        if not (args.reuse and (run / "checkpoint.pt").is_file()):
-            _train(args, name, train_data, run)
-
     test = open_dataset(test_data)
     tuning = tune_wiener_balance(open_dataset(train_data), limit=64)
     lpips_model = load_lpips(args.lpips_weights)
 
     def lpips(restored, reference):
         return lpips_distance(restored, reference, lpips_model)
+
+    def score(model: Restorer, protocol: str, steps: int | None = None):
+        """PSNR/SSIM/LPIPS of ``model`` on the test crops, and the evaluation."""
+        sampler = SamplerSpec(steps=steps) if model.is_diffusion else SamplerSpec()
+        settings = EvaluationSettings(
+            protocol=protocol, patch_size=64, batch_size=16, sampler=sampler
+        )
+        evaluation = evaluate_samples(test, settings, model=model, lpips=lpips)
+        return _scores(evaluation.rows, "model"), evaluation
+
+    def curve_point(run: Path) -> dict:
+        model = load_restorer(run / "checkpoint.pt")
+        return {p: score(model, p, args.curve_steps)[0] for p in PROTOCOLS}
+
+    curves = {}
+    for name in args.rows:
+        run = args.work / "runs" / name
+        if args.reuse and (run / "checkpoint.pt").is_file():
+            kept = run / "curve.json"
+            curves[name] = json.loads(kept.read_text()) if kept.is_file() else []
+        else:
+            curves[name] = _train(args, name, train_data, run, curve_point)
 
     results: dict = {"settings": {**vars(args), "rows": ROWS}, "wiener_balance": tuning.balance}
     results["baselines"], results["rows"], pictures = {}, {}, {}
@@ -147,6 +273,7 @@ def main() -> None:
         if protocol == "context":  # the protocol of the model columns of examples.png
             for method in ("blurred", "wiener", "sharp"):
                 pictures[method] = evaluation.examples[method]
+    results["front_ends"] = {}
     for name in args.rows:
         run = args.work / "runs" / name
         model = load_restorer(run / "checkpoint.pt")
@@ -155,6 +282,7 @@ def main() -> None:
             "steps_trained": steps_trained,
             "samples_seen": steps_trained * args.batch_size,
             "train_seconds": json.loads((run / "timing.json").read_text())["train_seconds"],
+            "curve": curves[name],
             "scores": {},
         }
         for kept in ("log.jsonl", "loss.png"):
@@ -163,22 +291,27 @@ def main() -> None:
         step_counts = args.sampling_steps if model.is_diffusion else [1]
         for protocol in PROTOCOLS:
             for steps in step_counts:
-                settings = EvaluationSettings(
-                    protocol=protocol,
-                    patch_size=64,
-                    batch_size=16,
-                    sampler=SamplerSpec(steps=steps) if model.is_diffusion else SamplerSpec(),
-                )
-                evaluation = evaluate_samples(test, settings, model=model, lpips=lpips)
-                entry["scores"].setdefault(protocol, {})[steps] = _scores(evaluation.rows, "model")
+                scores, evaluation = score(model, protocol, steps)
+                entry["scores"].setdefault(protocol, {})[steps] = scores
                 if protocol == "context" and steps == max(step_counts):
                     pictures[name] = evaluation.examples["model"]
-                print(name, protocol, steps, entry["scores"][protocol][steps], flush=True)
+                print(name, protocol, steps, scores, flush=True)
         results["rows"][name] = entry
+        front = model.config.deconvolution
+        if front is not None and front.kernel == "estimated":
+            alone = {"learned_balance": float(model.wiener.balance())}
+            alone.update(_kernel_errors(model, test, args.out, name))
+            for kernel in ("estimated", "true"):
+                deconvolution = _front_end(model, kernel)
+                alone[kernel] = {p: score(deconvolution, p)[0] for p in PROTOCOLS}
+            results["front_ends"][name] = alone
+            print(name, "front end", alone, flush=True)
 
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (args.out / "results.md").write_text(_markdown(results, args) + "\n")
     _perception_distortion(results, args.out / "perception_distortion.png")
+    if any(entry["curve"] for entry in results["rows"].values()):
+        _learning_curves(results, args.out / "learning_curve.png")
     order = ["blurred", "wiener", *args.rows, "sharp"]
     save_restoration_grid(
         args.out / "examples.png",
@@ -212,11 +345,25 @@ def _markdown(results: dict, args: argparse.Namespace) -> str:
             if len(scores) == 1:  # one network pass, whatever the step count
                 cells = [_cell(next(iter(scores.values())))] * len(steps)
             lines.append(f"| {name} | {entry['steps_trained']} | " + " | ".join(cells) + " |")
+            alone = results["front_ends"].get(name)
+            for kernel in ("estimated", "true") if alone else ():
+                cell = _cell(alone[kernel][protocol])
+                label = f"{name}: its Wiener front end alone, {kernel} kernel"
+                lines.append(f"| {label} | | {cell} |" + " |" * (len(steps) - 1))
         lines.append("")
+    for name, alone in results["front_ends"].items():
+        lines.append(
+            f"{name}: learned balance {alone['learned_balance']:.3g}; kernel error (squared, "
+            f"unit-sum kernels) {alone['kernel_error']:.4f}, against "
+            f"{alone['kernel_error_of_rotated_true_kernel']:.4f} for the true kernel rotated "
+            f"180°; the estimate is the closer one on {alone['estimate_closer_than_rotation']:.0%}"
+            " of the test crops."
+        )
     return "\n".join(lines)
 
 
-def _perception_distortion(results: dict, path: Path) -> None:
+def _plot_per_protocol(path: Path, draw) -> None:
+    """One panel per protocol, each drawn by ``draw(axis, protocol)``, saved as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,6 +371,33 @@ def _perception_distortion(results: dict, path: Path) -> None:
 
     figure, axes = pyplot.subplots(1, len(PROTOCOLS), figsize=(6 * len(PROTOCOLS), 4.5))
     for axis, protocol in zip(axes, PROTOCOLS, strict=True):
+        draw(axis, protocol)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+
+
+def _learning_curves(results: dict, path: Path) -> None:
+    def draw(axis, protocol: str) -> None:
+        for name, entry in results["rows"].items():
+            if entry["curve"]:
+                seen = [point["samples_seen"] for point in entry["curve"]]
+                psnrs = [point[protocol]["psnr"] for point in entry["curve"]]
+                axis.plot(seen, psnrs, marker="o", label=name)
+        for method, style in (("blurred", ":"), ("wiener", "--")):
+            base = results["baselines"][protocol][method]["psnr"]
+            axis.axhline(base, color="k", linestyle=style, linewidth=1, label=method)
+        axis.set_xlabel("training samples seen")
+        axis.set_ylabel("PSNR (dB)")
+        axis.set_title(f"{protocol} protocol")
+
+    _plot_per_protocol(path, draw)
+
+
+def _perception_distortion(results: dict, path: Path) -> None:
+    def draw(axis, protocol: str) -> None:
         most = 1
         for name, entry in results["rows"].items():
             scores = entry["scores"][protocol]
@@ -239,11 +413,8 @@ def _perception_distortion(results: dict, path: Path) -> None:
         axis.set_xlabel("PSNR (dB) →")
         axis.set_ylabel("LPIPS ↓")
         axis.set_title(f"{protocol} protocol (each curve: 1 … {most} sampling steps)")
-        axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    pyplot.close(figure)
+
+    _plot_per_protocol(path, draw)
 
 
 if __name__ == "__main__":

@@ -276,6 +276,7 @@ def main() -> None:
         args.variant, args.parametrisation, args.batch_size = "base", "sharp", 16
         args.sampler, args.device, args.budget_minutes = "ddpm", "auto", None
         args.train_extra = ["--warmup-steps", "500", "--ema-decay", "0.9999", "--epochs", "4000"]
+        args.train_extra += ["--prediction", "eps"]  # the thesis's; the tool's default is v
     if args.tiny:
         args.train_count, args.test_count, args.tune_count = 16, 4, 4
         args.patch_size, args.test_size, args.max_steps, args.ddim_steps = 32, 48, 2, 2

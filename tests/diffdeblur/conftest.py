@@ -49,6 +49,18 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def run_command(command: list, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command line (its parts made strings) and capture its text output."""
+    return subprocess.run(
+        [str(part) for part in command], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def explain(result: subprocess.CompletedProcess) -> str:
+    """A finished command's exit code and output, for an assertion message."""
+    return f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+
+
 def _generate(out: Path, count: int, *extra: str) -> Path:
     command = [
         str(console_script("csb-generate")),

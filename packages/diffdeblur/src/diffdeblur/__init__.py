@@ -17,7 +17,14 @@ from importlib.metadata import PackageNotFoundError, version
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .checkpoint import CheckpointError, load_checkpoint, load_restorer, save_checkpoint
-from .config import VARIANTS, DiffusionConfig, RestorerConfig, UNetConfig, unet_variant
+from .config import (
+    VARIANTS,
+    DeconvolutionConfig,
+    DiffusionConfig,
+    RestorerConfig,
+    UNetConfig,
+    unet_variant,
+)
 from .diffusion import GaussianDiffusion
 from .restorer import Restorer, restorer_config
 from .samplers import ddim_sample, ddpm_sample
@@ -31,6 +38,7 @@ except PackageNotFoundError:  # a source tree that was not installed
 __all__ = [
     "VARIANTS",
     "CheckpointError",
+    "DeconvolutionConfig",
     "DiffusionConfig",
     "GaussianDiffusion",
     "Restorer",

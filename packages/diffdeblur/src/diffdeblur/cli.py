@@ -15,7 +15,7 @@ import click
 
 from .checkpoint import CheckpointError
 from .compute import PRECISIONS, set_threads
-from .config import PARAMETRISATIONS, PREDICTIONS, VARIANTS
+from .config import KERNEL_SOURCES, PARAMETRISATIONS, PREDICTIONS, VARIANTS
 from .losses import LOSSES
 from .samplers import SAMPLERS, SamplerSpec
 
@@ -23,7 +23,8 @@ TRAIN_EPILOG = """
 \b
 Examples:
   # The thesis's recipe (GPU): base U-Net, sharp image diffused, 4000 epochs of 1024 patches
-  diffdeblur train --data data/t3-psf32 --out runs/thesis --variant base --parametrisation sharp
+  diffdeblur train --data data/t3-psf32 --out runs/thesis --variant base --parametrisation sharp \\
+      --prediction eps
   # A CPU budget: a tiny network on the bridge from the blurred image, 30 minutes
   diffdeblur train --data data/t3-psf32 --out runs/cpu --variant tiny --parametrisation bridge \\
       --batch-size 8 --lr 1e-3 --budget-minutes 30
@@ -64,9 +65,9 @@ def main() -> None:
 @click.option(
     "--prediction",
     type=click.Choice(PREDICTIONS),
-    default="eps",
+    default="v",
     show_default=True,
-    help="What the diffusion network predicts: the noise (thesis), the image, or v.",
+    help="What the diffusion network predicts: the noise (eps, the thesis's), the image, or v.",
 )
 @click.option(
     "--bridge-noise", type=float, default=0.1, show_default=True, help="Noise scale of bridge."
@@ -77,6 +78,15 @@ def main() -> None:
     default="mse",
     show_default=True,
     help="Pixel loss on the network's target.",
+)
+@click.option(
+    "--deconvolve",
+    type=click.Choice(["none", *KERNEL_SOURCES]),
+    default="none",
+    show_default=True,
+    help="A Wiener front end whose output the networks refine: none; estimated (a kernel "
+    "estimator learnt from the stored kernels, blind); true (the stored kernel: non-blind, for "
+    "experiments only). Needs a csb-generate dataset.",
 )
 @click.option("--residual-scale", type=float, default=5.0, show_default=True)
 @click.option("--patch-size", type=int, default=64, show_default=True, help="Patch side, px.")
@@ -102,6 +112,11 @@ def main() -> None:
     help="auto: bf16 on a CPU with native bfloat16, fp16 on CUDA, else fp32.",
 )
 @click.option("--threads", type=int, default=None, help="CPU threads [default: all available].")
+@click.option(
+    "--compile",
+    is_flag=True,
+    help="torch.compile the networks (needs a C++ compiler on a CPU; see docs/performance.md).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="Data-loader processes.")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True, help="Steps.")
@@ -312,6 +327,13 @@ def restore(
         model = restorer_from_checkpoint(state, checkpoint, ema=ema)
     except CheckpointError as error:
         raise click.UsageError(str(error)) from None
+    front = model.config.deconvolution
+    if front is not None and front.kernel == "true":
+        raise click.UsageError(
+            f"{checkpoint} deconvolves with the true kernel (trained with --deconvolve true, a "
+            "non-blind upper bound): it cannot restore a photograph whose kernel is unknown; "
+            "score it with diffdeblur evaluate on a csb-generate dataset"
+        )
     patch_size = patch_size or training_patch_size(state)
     overlap = patch_size // 4 if overlap is None else overlap
     try:
@@ -338,17 +360,22 @@ def restore(
                 dynamic_ncols=True,
             )
             with bar:
-                restored = restore_image(
-                    model,
-                    image,
-                    patch_size=patch_size,
-                    overlap=overlap,
-                    batch_size=batch_size,
-                    sampler=spec,
-                    generator=torch.Generator().manual_seed(seed),
-                    device=device,
-                    progress=bar.update,
-                )
+                try:
+                    restored = restore_image(
+                        model,
+                        image,
+                        patch_size=patch_size,
+                        overlap=overlap,
+                        batch_size=batch_size,
+                        sampler=spec,
+                        generator=torch.Generator().manual_seed(seed),
+                        device=device,
+                        progress=bar.update,
+                    )
+                except ValueError as error:  # e.g. an image smaller than the model's kernels
+                    click.echo(f"error: {source}: {error}", err=True)
+                    failed += 1
+                    continue
                 if not model.is_diffusion:
                     bar.update()
             write_image(target, restored)
@@ -359,7 +386,7 @@ def restore(
         click.echo("interrupted: the images written so far are complete", err=True)
         sys.exit(130)
     if failed:
-        click.echo(f"{failed} of {len(files)} images could not be read", err=True)
+        click.echo(f"{failed} of {len(files)} images could not be read or restored", err=True)
         sys.exit(1)
 
 

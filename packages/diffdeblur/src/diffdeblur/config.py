@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 __all__ = [
+    "KERNEL_SOURCES",
     "PARAMETRISATIONS",
     "PREDICTIONS",
     "VARIANTS",
+    "DeconvolutionConfig",
     "DiffusionConfig",
     "RestorerConfig",
     "UNetConfig",
@@ -27,6 +29,8 @@ Parametrisation = Literal["sharp", "residual", "refine", "regression", "bridge"]
 PARAMETRISATIONS: tuple[str, ...] = ("sharp", "residual", "refine", "regression", "bridge")
 Prediction = Literal["eps", "x0", "v"]
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
+KernelSource = Literal["estimated", "true"]
+KERNEL_SOURCES: tuple[str, ...] = ("estimated", "true")
 
 
 @dataclass(frozen=True)
@@ -176,17 +180,61 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class DeconvolutionConfig:
+    """The deconvolution front end of a restorer (:mod:`diffdeblur.restorer`, Deconvolution).
+
+    The blurred image is deconvolved by a Wiener filter with a learned balance
+    (:class:`~diffdeblur.deconvolution.WienerDeconvolution`), and the networks see the result
+    beside the blurred image.
+
+    Attributes
+    ----------
+    kernel_size : int
+        Side of the kernels, odd: the dataset's PSF size, plus one when that is even
+        (:func:`diffdeblur.deconvolution.odd_kernel`), >= 3.
+    kernel : {"estimated", "true"}
+        ``estimated``: a :class:`~diffdeblur.kernel_estimation.KernelEstimator` predicts the
+        kernel from the blurred image (blind). ``true``: the restorer is given the stored kernel
+        (non-blind; an upper bound for experiments, it cannot restore a photograph alone).
+    estimator_channels : int
+        Width of the kernel estimator's network.
+    estimator_dilations : tuple of int
+        Dilations of its residual blocks.
+    balance : float
+        Initial Wiener balance, > 0 (2e-4 suits noiseless data).
+    kernel_weight : float
+        Weight of the kernel loss in training, >= 0 (the re-blur loss has weight 1).
+    """
+
+    kernel_size: int = 33
+    kernel: KernelSource = "estimated"
+    estimator_channels: int = 32
+    estimator_dilations: tuple[int, ...] = (1, 2, 4, 8)
+    balance: float = 2e-4
+    kernel_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kernel_size < 3 or self.kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
+        if self.kernel not in KERNEL_SOURCES:
+            raise ValueError(f"kernel must be one of {KERNEL_SOURCES}, got {self.kernel!r}")
+        if not self.balance > 0 or not self.kernel_weight >= 0:
+            raise ValueError("balance must be > 0 and kernel_weight >= 0")
+
+
+@dataclass(frozen=True)
 class RestorerConfig:
     """Everything needed to rebuild a trained restorer from a checkpoint.
 
     Attributes
     ----------
-    parametrisation : {"sharp", "residual", "refine", "regression"}
+    parametrisation : {"sharp", "residual", "refine", "regression", "bridge"}
         What the diffusion models. ``sharp`` (the thesis): the sharp image, conditioned on the
         blurred one. ``residual``: ``residual_scale * (sharp - blurred)``; the restoration is
         ``blurred + residual / residual_scale``. ``refine`` (predict-and-refine, Whang et al. 2022):
         a regression U-Net with a global skip estimates the sharp image and the diffusion models
         ``residual_scale * (sharp - estimate)``. ``regression``: the regression U-Net alone.
+        ``bridge``: the sharp image on a bridge from the blurred one (:mod:`diffdeblur.bridge`).
     unet : UNetConfig
         The denoising network (unused by ``regression``).
     regressor : UNetConfig or None
@@ -197,6 +245,8 @@ class RestorerConfig:
         comparable to the unit-variance noise (residuals of [-1, 1] images are small).
     image_channels : int
         Channels of the images (3 = RGB).
+    deconvolution : DeconvolutionConfig or None
+        The deconvolution front end, or None (the networks see the blurred image alone).
     """
 
     parametrisation: Parametrisation = "sharp"
@@ -205,6 +255,7 @@ class RestorerConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     residual_scale: float = 5.0
     image_channels: int = 3
+    deconvolution: DeconvolutionConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible nested dict (tuples become lists)."""
@@ -218,8 +269,17 @@ class RestorerConfig:
         regressor = document.pop("regressor", None)
         regressor = None if regressor is None else _dataclass_from(UNetConfig, regressor)
         diffusion = _dataclass_from(DiffusionConfig, document.pop("diffusion"))
-        _check_keys(cls, document, exclude={"unet", "regressor", "diffusion"})
-        return cls(unet=unet, regressor=regressor, diffusion=diffusion, **document)
+        deconvolution = document.pop("deconvolution", None)
+        if deconvolution is not None:
+            deconvolution = _dataclass_from(DeconvolutionConfig, deconvolution)
+        _check_keys(cls, document, exclude={"unet", "regressor", "diffusion", "deconvolution"})
+        return cls(
+            unet=unet,
+            regressor=regressor,
+            diffusion=diffusion,
+            deconvolution=deconvolution,
+            **document,
+        )
 
 
 def _plain(value: Any) -> Any:

@@ -4,7 +4,11 @@ Both datasets return the same sample, a dict with
 
 - ``"blurred"``: float32 tensor ``(C, P, P)`` in [-1, 1], the degraded patch (the condition);
 - ``"sharp"``: the same patch of the ground truth, same shape and range;
-- ``"index"``: int, the sample's index in the whole dataset (not in the selected subset).
+- ``"index"``: int, the sample's index in the whole dataset (not in the selected subset);
+- ``"kernel"`` (``csb-generate`` datasets only): float32 tensor ``(K', K')``, the sample's stored
+  kernel on the odd grid centred on its origin, with unit sum
+  (:func:`diffdeblur.deconvolution.odd_kernel`), flipped with the patch so that it still
+  blurs the patch's sharp image into its blurred one. A GoPro-style folder has no kernels.
 
 Randomness is a pure function of ``(seed, epoch, index)``: each sample draws its patch position
 and flips from ``numpy.random.default_rng(numpy.random.SeedSequence(seed, spawn_key=(epoch,
@@ -48,6 +52,8 @@ from csb_generator.images import (
     scan_sources,
 )
 from torch.utils.data import Dataset
+
+from .deconvolution import odd_kernel, odd_kernel_size
 
 __all__ = [
     "PairedFolder",
@@ -153,8 +159,11 @@ class _Patches(Dataset):
             raise IndexError(f"sample {position} out of range for a dataset of {size}")
         return int(self.indices[position])
 
-    def _sample(self, blurred: np.ndarray, sharp: np.ndarray, index: int) -> Sample:
-        """Cut the seeded patch of sample ``index`` from (H, W, C) images and flip it."""
+    def _sample(
+        self, blurred: np.ndarray, sharp: np.ndarray, index: int, kernel: np.ndarray | None = None
+    ) -> Sample:
+        """Cut the seeded patch of sample ``index`` from (H, W, C) images and flip it (and the
+        odd-grid ``kernel``, when there is one, with it)."""
         # Keyed by the dataset index, not the position in the subset, so a sample's patch does
         # not depend on the split it was selected through.
         rng = np.random.default_rng(
@@ -168,13 +177,14 @@ class _Patches(Dataset):
         horizontal, vertical = rng.random(2) < 0.5
         if self.flips and horizontal:
             blurred, sharp = blurred[:, ::-1], sharp[:, ::-1]
+            kernel = None if kernel is None else kernel[:, ::-1]
         if self.flips and vertical:
             blurred, sharp = blurred[::-1], sharp[::-1]
-        return {
-            "blurred": _to_tensor(blurred),
-            "sharp": _to_tensor(sharp),
-            "index": index,
-        }
+            kernel = None if kernel is None else kernel[::-1]
+        sample = {"blurred": _to_tensor(blurred), "sharp": _to_tensor(sharp), "index": index}
+        if kernel is not None:
+            sample["kernel"] = torch.from_numpy(np.ascontiguousarray(kernel))
+        return sample
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -213,6 +223,8 @@ class ShardPatches(_Patches):
         Side of the stored crops.
     channels : int
         Channels C of the samples (1 or 3, as generated).
+    kernel_size : int
+        Side K' of the samples' ``"kernel"``: the PSF size, made odd.
 
     Raises
     ------
@@ -243,6 +255,7 @@ class ShardPatches(_Patches):
         options = self.dataset.manifest["options"]
         self.crop_size = int(options["image_size"])
         self.channels = int(options["channels"])
+        self.kernel_size = odd_kernel_size(int(options["psf_size"]))
         super().__init__(
             len(self.dataset), patch_size, flips=flips, seed=seed, indices=indices, crop=crop
         )
@@ -257,7 +270,8 @@ class ShardPatches(_Patches):
         """The sample at ``position`` of the selected indices, for the current epoch."""
         index = self._index(position)
         stored = self.dataset[index]
-        return self._sample(stored["blurred"], stored["sharp"], index)
+        kernel = odd_kernel(stored["kernel"])
+        return self._sample(stored["blurred"], stored["sharp"], index, kernel)
 
     def __repr__(self) -> str:
         return (

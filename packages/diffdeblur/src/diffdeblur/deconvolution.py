@@ -56,7 +56,14 @@ from torch.nn import functional
 
 from .wiener import BORDER_MODES, DEFAULT_BORDER
 
-__all__ = ["WienerDeconvolution", "laplacian_power", "transfer_function", "wiener_deconvolve_torch"]
+__all__ = [
+    "WienerDeconvolution",
+    "laplacian_power",
+    "odd_kernel",
+    "odd_kernel_size",
+    "transfer_function",
+    "wiener_deconvolve_torch",
+]
 
 Border = Literal["none", "reflect", "symmetric", "reflect-taper", "symmetric-taper"]
 
@@ -69,6 +76,49 @@ NOISELESS_BALANCE = 2e-4
 #: lambda = 768000 at T = 1 (``docs/baseline.md``), whose noise standard deviation is about 0.014
 #: on the [0, 1] scale at mid grey: 0.046 / 0.014 ** 2 is about 230.
 NOISE_GAIN = 230.0
+
+
+def odd_kernel_size(psf_size: int) -> int:
+    """Side of the odd grid that holds a ``psf_size`` kernel centred on its origin: ``psf_size``
+    when odd, ``psf_size + 1`` when even (:func:`odd_kernel`)."""
+    return psf_size + 1 - psf_size % 2
+
+
+def odd_kernel(kernel: np.ndarray) -> np.ndarray:
+    """A stored kernel on an odd grid whose centre is its origin, normalised to unit sum.
+
+    ``csb-generate`` puts a kernel's origin at pixel ``(K // 2, K // 2)``, which for an even K
+    lies one pixel below and right of the middle, so flipping the array would move the origin.
+    A zero row and column after an even kernel give a ``(K + 1) x (K + 1)`` grid centred on the
+    origin: there, flipping a patch horizontally (vertically) flips its kernel the same way, and
+    the convolution is unchanged. The unit sum drops the exposure T, which the stored blurred
+    image's 1/T gain has already divided out.
+
+    Parameters
+    ----------
+    kernel : ndarray, shape (K, K)
+        A stored kernel, >= 0, with a positive sum.
+
+    Returns
+    -------
+    ndarray of float32, shape (K', K'), K' = :func:`odd_kernel_size` (K)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> odd_kernel(np.full((2, 2), 0.25)).tolist()
+    [[0.25, 0.25, 0.0], [0.25, 0.25, 0.0], [0.0, 0.0, 0.0]]
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] < 1:
+        raise ValueError(f"a kernel must be a square 2-D array, got shape {kernel.shape}")
+    total = kernel.sum()
+    if not (np.isfinite(total) and total > 0) or (kernel < 0).any():
+        raise ValueError("a kernel must be non-negative with a positive, finite sum")
+    size = odd_kernel_size(kernel.shape[0])
+    grid = np.zeros((size, size), dtype=np.float64)
+    grid[: kernel.shape[0], : kernel.shape[1]] = kernel / total
+    return grid.astype(np.float32)
 
 
 def transfer_function(kernel: Tensor, shape: tuple[int, int]) -> Tensor:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .deconvolution import odd_kernel
 from .metrics import psnr, ssim
 from .restorer import Restorer
 from .samplers import SamplerSpec
@@ -185,8 +186,21 @@ def _scores(restored: Tensor, sharp: Tensor, distance: Distance | None) -> dict[
     return scores
 
 
+def _true_kernels(model: Restorer, batch: list[dict], device) -> Tensor | None:
+    """The stored kernels, for a restorer that deconvolves with the true kernel (non-blind)."""
+    front = model.config.deconvolution
+    if front is None or front.kernel != "true":
+        return None
+    kernels = np.stack([odd_kernel(sample["kernel"]) for sample in batch])
+    return torch.from_numpy(kernels).to(device)
+
+
 def _restore_with_model(
-    model: Restorer, blurred: Tensor, settings: EvaluationSettings, batch_number: int
+    model: Restorer,
+    blurred: Tensor,
+    settings: EvaluationSettings,
+    batch_number: int,
+    kernel: Tensor | None,
 ) -> Tensor:
     channels, model_channels = blurred.shape[1], model.config.image_channels
     signed = blurred * 2 - 1
@@ -203,6 +217,7 @@ def _restore_with_model(
         batch_size=settings.batch_size,
         sampler=settings.sampler,
         generator=generator,
+        kernel=kernel,
     )
     restored = (restored.float() + 1) / 2
     if channels == 1 and model_channels == 3:
@@ -265,7 +280,10 @@ def evaluate_samples(
                 ]
                 outputs[method] = _to_batch(deconvolved, device)
         if model is not None:
-            outputs["model"] = _restore_with_model(model, outputs["blurred"], settings, number)
+            kernel = _true_kernels(model, batch, device)
+            outputs["model"] = _restore_with_model(
+                model, outputs["blurred"], settings, number, kernel
+            )
         if settings.protocol == "context":
             # Restored with their surroundings; scored on the central square alone.
             outputs = {m: _central_batch(x, settings.patch_size) for m, x in outputs.items()}

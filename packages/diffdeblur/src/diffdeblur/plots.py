@@ -41,7 +41,7 @@ def save_loss_curve(log_path: str | Path, png_path: str | Path) -> None:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
     steps = [record["step"] for record in records]
-    for key in ("loss", "diffusion", "regression"):
+    for key in ("loss", "diffusion", "regression", "kernel", "reblur"):
         values = [record.get(key) for record in records]
         if key == "loss" or any(value is not None for value in values):
             points = [(s, v) for s, v in zip(steps, values, strict=True) if v is not None]

@@ -16,6 +16,27 @@ The denoising network sees ``x_t`` concatenated on the channel axis with the con
 (the blurred image; for ``refine`` also the estimate). Images are in [-1, 1]. The bridge's
 network has a global skip: it predicts the sharp image as a correction of ``x_t``, which at
 t = 1 is the blurred image itself.
+
+Deconvolution
+-------------
+With a :class:`~diffdeblur.config.DeconvolutionConfig`, any parametrisation gains a front end
+that uses what the generator knows (the stored kernels):
+
+1. a :class:`~diffdeblur.kernel_estimation.KernelEstimator` predicts the kernel from the whole
+   blurred image (``kernel="estimated"``, blind), or the stored kernel is given
+   (``kernel="true"``, non-blind: an upper bound for experiments);
+2. :class:`~diffdeblur.deconvolution.WienerDeconvolution` deconvolves the blurred image with it,
+   with a learned balance, and the result is clipped to the image range;
+3. the networks see the deconvolved image after the blurred one on the channel axis (the
+   *observation*), and refine it: they remove the ringing and noise of a right kernel and learn
+   to ignore the deconvolution where the kernel is wrong. The regressor's global skip still adds
+   the blurred image, so an untrained refiner returns its input, not the deconvolution.
+
+The kernel is estimated and the image deconvolved once, on the whole image (a larger image gives
+the estimator more evidence); the networks then run on the observation, in patches for large
+images. Training adds the estimator's kernel loss (weight ``kernel_weight``) and re-blur loss
+(:mod:`diffdeblur.kernel_estimation`) to the restoration loss, and the restoration loss reaches
+the estimator and the balance through the differentiable Wiener filter (end to end).
 """
 
 from __future__ import annotations
@@ -27,8 +48,17 @@ import torch
 from torch import Tensor, nn
 
 from .bridge import BlurBridge
-from .config import PARAMETRISATIONS, DiffusionConfig, RestorerConfig, UNetConfig, unet_variant
+from .config import (
+    PARAMETRISATIONS,
+    DeconvolutionConfig,
+    DiffusionConfig,
+    RestorerConfig,
+    UNetConfig,
+    unet_variant,
+)
+from .deconvolution import WienerDeconvolution
 from .diffusion import Denoiser, GaussianDiffusion
+from .kernel_estimation import KernelEstimator, kernel_loss, reblur_loss
 from .losses import Loss, pixel_loss
 from .nafnet import NAFNet
 from .samplers import SamplerSpec
@@ -55,6 +85,7 @@ def restorer_config(
     diffusion: DiffusionConfig | None = None,
     residual_scale: float = 5.0,
     image_channels: int = 3,
+    deconvolution: DeconvolutionConfig | None = None,
     **unet_overrides,
 ) -> RestorerConfig:
     """A consistent :class:`RestorerConfig`: channel counts follow from the parametrisation.
@@ -71,6 +102,9 @@ def restorer_config(
         Scale of the diffused residual (``residual``, ``refine``), > 0.
     image_channels : int
         3 for RGB.
+    deconvolution : DeconvolutionConfig, optional
+        A deconvolution front end (module documentation, Deconvolution); its deconvolved image
+        is one more conditioning image for every network.
     **unet_overrides
         Fields of :class:`~diffdeblur.config.UNetConfig` to override in the preset.
 
@@ -78,6 +112,10 @@ def restorer_config(
     --------
     >>> restorer_config("refine", "tiny").unet.in_channels
     9
+    >>> from diffdeblur.config import DeconvolutionConfig
+    >>> front = DeconvolutionConfig(kernel_size=33)
+    >>> restorer_config("regression", "tiny", deconvolution=front).regressor.in_channels
+    6
     """
     if parametrisation not in PARAMETRISATIONS:
         choices = ", ".join(PARAMETRISATIONS)
@@ -85,11 +123,12 @@ def restorer_config(
     if not residual_scale > 0:
         raise ValueError(f"residual_scale must be > 0, got {residual_scale}")
     conditions = {"sharp": 1, "residual": 1, "refine": 2, "regression": 0, "bridge": 1}
+    deconvolved = 0 if deconvolution is None else 1
     unet = unet_variant(
         variant,
         **{
             **unet_overrides,
-            "in_channels": image_channels * (1 + conditions[parametrisation]),
+            "in_channels": image_channels * (1 + conditions[parametrisation] + deconvolved),
             "out_channels": image_channels,
             # The bridge's network corrects x_t, which starts as the blurred image.
             **({"global_skip": True} if parametrisation == "bridge" else {}),
@@ -97,7 +136,7 @@ def restorer_config(
     )
     regressor = None
     if parametrisation in ("refine", "regression"):
-        regressor = replace(unet, in_channels=image_channels, global_skip=True)
+        regressor = replace(unet, in_channels=image_channels * (1 + deconvolved), global_skip=True)
     return RestorerConfig(
         parametrisation=parametrisation,
         unet=unet,
@@ -105,6 +144,7 @@ def restorer_config(
         diffusion=diffusion or DiffusionConfig(),
         residual_scale=float(residual_scale),
         image_channels=image_channels,
+        deconvolution=deconvolution,
     )
 
 
@@ -120,6 +160,10 @@ class Restorer(nn.Module):
     diffusion : GaussianDiffusion or BlurBridge
         The learnt process: the bridge for ``bridge``, Gaussian diffusion otherwise (unused by
         ``regression``).
+    kernel_estimator : KernelEstimator or None
+        With a deconvolution front end that estimates its kernel.
+    wiener : WienerDeconvolution or None
+        With a deconvolution front end.
 
     Examples
     --------
@@ -141,40 +185,111 @@ class Restorer(nn.Module):
         regression = config.parametrisation == "regression"
         self.denoiser_net = None if regression else build_network(config.unet)
         self.regressor = None if config.regressor is None else build_network(config.regressor)
+        front = config.deconvolution
+        self.kernel_estimator = None
+        if front is not None and front.kernel == "estimated":
+            self.kernel_estimator = KernelEstimator(
+                front.kernel_size, front.estimator_channels, front.estimator_dilations
+            )
+        self.wiener = None if front is None else WienerDeconvolution(front.balance)
 
     @property
     def is_diffusion(self) -> bool:
         """False for the regression baseline, which has no diffusion."""
         return self.denoiser_net is not None
 
-    def estimate(self, blurred: Tensor) -> Tensor | None:
-        """The regressor's estimate of the sharp image (``refine``, ``regression``), else None."""
+    def kernel(self, blurred: Tensor, kernel: Tensor | None = None) -> Tensor:
+        """The kernels the front end deconvolves ``blurred`` (B, C, H, W) with, (B, K', K').
+
+        ``kernel`` when given (it must be given to a ``kernel="true"`` restorer), else the
+        estimator's estimate from the whole images.
+        """
+        front = self.config.deconvolution
+        if front is None:
+            raise RuntimeError("this restorer has no deconvolution front end")
+        if kernel is None:
+            if self.kernel_estimator is None:
+                raise ValueError(
+                    "this restorer deconvolves with the true kernel (non-blind): pass the kernel; "
+                    "it cannot restore an image whose kernel is unknown"
+                )
+            return self.kernel_estimator(blurred)
+        size = front.kernel_size
+        if kernel.ndim != 3 or kernel.shape[0] not in (1, blurred.shape[0]):
+            raise ValueError(f"kernel must be (B, {size}, {size}), got {tuple(kernel.shape)}")
+        if tuple(kernel.shape[1:]) != (size, size):
+            raise ValueError(
+                f"this restorer deconvolves with {size}x{size} kernels (the odd grid of its "
+                f"training data), got {tuple(kernel.shape[1:])}"
+            )
+        return kernel.expand(blurred.shape[0], size, size)
+
+    def deconvolve(self, blurred: Tensor, kernel: Tensor) -> Tensor:
+        """Wiener deconvolution of images in [-1, 1] with the learned balance, clipped to [-1, 1].
+
+        Computed in float32 (the FFTs), whatever the autocast precision.
+        """
+        if self.wiener is None:
+            raise RuntimeError("this restorer has no deconvolution front end")
+        with torch.autocast(blurred.device.type, enabled=False):
+            restored = self.wiener((blurred.float() + 1) / 2, kernel.float())
+        return (restored.clamp(0, 1) * 2 - 1).to(blurred.dtype)
+
+    def observe(self, blurred: Tensor, kernel: Tensor | None = None) -> Tensor:
+        """What the networks see of blurred images in [-1, 1]: the images themselves or, with a
+        deconvolution front end, the images and their deconvolution on the channel axis.
+
+        Parameters
+        ----------
+        blurred : Tensor, shape (B, C, H, W)
+        kernel : Tensor, shape (B or 1, K', K'), optional
+            The kernels to deconvolve with (required by a ``kernel="true"`` restorer; otherwise
+            they replace the estimate). Refused by a restorer without the front end.
+
+        Returns
+        -------
+        Tensor, shape (B, C, H, W) or (B, 2C, H, W)
+        """
+        if self.wiener is None:
+            if kernel is not None:
+                raise ValueError("this restorer has no deconvolution front end to take a kernel")
+            return blurred
+        return torch.cat([blurred, self.deconvolve(blurred, self.kernel(blurred, kernel))], dim=1)
+
+    def _blurred(self, observed: Tensor) -> Tensor:
+        return observed[:, : self.config.image_channels]
+
+    def estimate(self, observed: Tensor) -> Tensor | None:
+        """The regressor's estimate of the sharp image (``refine``, ``regression``), else None.
+
+        ``observed``: :meth:`observe`'s output (the blurred images, without a front end).
+        """
         if self.regressor is None:
             return None
         # The regressor sees no noise level; t = 0 is only the embedding's fixed input.
-        zeros = torch.zeros(blurred.shape[0], dtype=torch.long, device=blurred.device)
-        return self.regressor(blurred, zeros)
+        zeros = torch.zeros(observed.shape[0], dtype=torch.long, device=observed.device)
+        return self.regressor(observed, zeros)
 
-    def conditioning(self, blurred: Tensor, estimate: Tensor | None) -> Tensor:
+    def conditioning(self, observed: Tensor, estimate: Tensor | None) -> Tensor:
         """The images concatenated to x_t at the denoiser's input."""
-        return blurred if estimate is None else torch.cat([blurred, estimate], dim=1)
+        return observed if estimate is None else torch.cat([observed, estimate], dim=1)
 
-    def _base(self, blurred: Tensor, estimate: Tensor | None) -> Tensor | None:
+    def _base(self, observed: Tensor, estimate: Tensor | None) -> Tensor | None:
         parametrisation = self.config.parametrisation
         if parametrisation == "residual":
-            return blurred
+            return self._blurred(observed)
         if parametrisation == "refine":
             return estimate
         return None
 
-    def to_diffused(self, sharp: Tensor, blurred: Tensor, estimate: Tensor | None) -> Tensor:
+    def to_diffused(self, sharp: Tensor, observed: Tensor, estimate: Tensor | None) -> Tensor:
         """The image x0 that the diffusion models, for a training pair."""
-        base = self._base(blurred, estimate)
+        base = self._base(observed, estimate)
         return sharp if base is None else self.config.residual_scale * (sharp - base)
 
-    def from_diffused(self, x0: Tensor, blurred: Tensor, estimate: Tensor | None) -> Tensor:
+    def from_diffused(self, x0: Tensor, observed: Tensor, estimate: Tensor | None) -> Tensor:
         """The restored image for a diffused sample x0, clamped to [-1, 1]."""
-        base = self._base(blurred, estimate)
+        base = self._base(observed, estimate)
         restored = x0 if base is None else base + x0 / self.config.residual_scale
         return restored.clamp(-1.0, 1.0)
 
@@ -194,7 +309,12 @@ class Restorer(nn.Module):
         return predict
 
     def training_loss(
-        self, blurred: Tensor, sharp: Tensor, generator: torch.Generator, loss: Loss = "mse"
+        self,
+        blurred: Tensor,
+        sharp: Tensor,
+        generator: torch.Generator,
+        loss: Loss = "mse",
+        kernel: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """Loss of one batch of pairs in [-1, 1], shape (B, C, H, W).
 
@@ -202,7 +322,9 @@ class Restorer(nn.Module):
         x0 or v). ``regression``: the loss of the estimate. ``refine``: the sum of both; the
         estimate enters the diffusion detached, so the regressor learns from its own loss only
         and the diffusion from a stable target. ``bridge``: the loss of the sharp-image
-        prediction at a random point of the bridge.
+        prediction at a random point of the bridge. With a deconvolution front end that
+        estimates its kernel, also ``kernel_weight`` times the kernel loss and the re-blur loss
+        of the estimate (module documentation, Deconvolution).
 
         Parameters
         ----------
@@ -211,6 +333,9 @@ class Restorer(nn.Module):
             Source of the timesteps and noise.
         loss : {"mse", "l1", "charbonnier"}
             The pixel loss (:func:`diffdeblur.losses.pixel_loss`).
+        kernel : Tensor, shape (B, K', K'), optional
+            The stored kernels of the pairs (the ``"kernel"`` of :mod:`diffdeblur.data`), which
+            a deconvolution front end needs: the estimator's target, or the kernel itself.
 
         Returns
         -------
@@ -219,17 +344,34 @@ class Restorer(nn.Module):
         parts : dict of str to float
             The terms, for logging.
         """
-        estimate = self.estimate(blurred)
         parts: dict[str, float] = {}
         total = sharp.new_zeros(())
+        observed = blurred
+        front = self.config.deconvolution
+        if front is not None:
+            if kernel is None:
+                raise ValueError(
+                    "a restorer with a deconvolution front end trains on stored kernels: "
+                    "csb-generate datasets have them, GoPro-style folders do not"
+                )
+            used = kernel
+            if self.kernel_estimator is not None:
+                used = self.kernel_estimator(blurred)
+                kernel_term = kernel_loss(used.float(), kernel)
+                reblur_term = reblur_loss(used.float(), sharp.float(), blurred.float())
+                parts["kernel"] = float(kernel_term.detach())
+                parts["reblur"] = float(reblur_term.detach())
+                total = total + front.kernel_weight * kernel_term + reblur_term
+            observed = self.observe(blurred, used)
+        estimate = self.estimate(observed)
         if estimate is not None:
             regression = pixel_loss(estimate, sharp, loss)
             parts["regression"] = float(regression.detach())
             total = total + regression
             estimate = estimate.detach()
         if self.denoiser_net is not None:
-            x0 = self.to_diffused(sharp, blurred, estimate)
-            denoiser = self.denoiser(self.conditioning(blurred, estimate))
+            x0 = self.to_diffused(sharp, observed, estimate)
+            denoiser = self.denoiser(self.conditioning(observed, estimate))
             if isinstance(self.diffusion, BlurBridge):
                 diffusion = self.diffusion.training_loss(denoiser, x0, blurred, generator, loss)
             else:
@@ -239,11 +381,16 @@ class Restorer(nn.Module):
         return total, parts
 
     def forward(
-        self, blurred: Tensor, sharp: Tensor, generator: torch.Generator, loss: Loss = "mse"
+        self,
+        blurred: Tensor,
+        sharp: Tensor,
+        generator: torch.Generator,
+        loss: Loss = "mse",
+        kernel: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """The training loss (see :meth:`training_loss`); a forward pass so that
         DistributedDataParallel synchronises the gradients it produces."""
-        return self.training_loss(blurred, sharp, generator, loss)
+        return self.training_loss(blurred, sharp, generator, loss, kernel)
 
     @torch.no_grad()
     def restore(
@@ -253,6 +400,7 @@ class Restorer(nn.Module):
         sampler: SamplerSpec | None = None,
         generator: torch.Generator | None,
         progress: Callable[[], None] | None = None,
+        kernel: Tensor | None = None,
     ) -> Tensor:
         """Restore a batch of blurred images in [-1, 1] whose size the network accepts.
 
@@ -268,23 +416,26 @@ class Restorer(nn.Module):
             drawn (``regression``, or the bridge with eta 0).
         progress : callable, optional
             Called once per sampling step.
+        kernel : Tensor, shape (B or 1, K', K'), optional
+            For a deconvolution front end: the kernels (:meth:`observe`).
 
         Returns
         -------
         Tensor, shape (B, C, H, W), in [-1, 1]
         """
-        estimate = self.estimate(blurred)
+        observed = self.observe(blurred, kernel)
+        estimate = self.estimate(observed)
         if self.denoiser_net is None:
             return estimate.clamp(-1.0, 1.0)
-        denoiser = self.denoiser(self.conditioning(blurred, estimate))
+        denoiser = self.denoiser(self.conditioning(observed, estimate))
         return self.sample(
-            blurred, estimate, denoiser, sampler=sampler, generator=generator, progress=progress
+            observed, estimate, denoiser, sampler=sampler, generator=generator, progress=progress
         )
 
     @torch.no_grad()
     def sample(
         self,
-        blurred: Tensor,
+        observed: Tensor,
         estimate: Tensor | None,
         denoiser: Denoiser,
         *,
@@ -299,12 +450,12 @@ class Restorer(nn.Module):
 
         Parameters
         ----------
-        blurred : Tensor, shape (B, C, H, W)
-            Blurred images in [-1, 1].
+        observed : Tensor, shape (B, C, H, W) or (B, 2C, H, W)
+            :meth:`observe`'s output: the blurred images in [-1, 1] (and their deconvolution).
         estimate : Tensor or None
-            The regressor's estimate of the same shape (``refine``), else None.
+            The regressor's estimate, (B, C, H, W) (``refine``), else None.
         denoiser : callable
-            ``prediction = denoiser(x_t, t)`` over full-size ``x_t`` of ``blurred``'s shape.
+            ``prediction = denoiser(x_t, t)`` over full-size ``x_t`` of shape (B, C, H, W).
         sampler, generator, progress
             As :meth:`restore`.
 
@@ -315,7 +466,8 @@ class Restorer(nn.Module):
         # Each x0 prediction is clamped so that the image it stands for lies in [-1, 1]: the
         # sharp image itself, or base + x0 / s for a residual (without it, the early, noisy
         # predictions of a residual model leave the image range and the sampler diverges).
-        base = self._base(blurred, estimate)
+        blurred = self._blurred(observed)
+        base = self._base(observed, estimate)
         scale = self.config.residual_scale
         clip_x0 = True if base is None else (scale * (-1.0 - base), scale * (1.0 - base))
         # The bridge starts at the blurred image; Gaussian diffusion from noise it draws.
@@ -330,4 +482,4 @@ class Restorer(nn.Module):
             clip_x0=clip_x0,
             progress=progress,
         )
-        return self.from_diffused(x0, blurred, estimate)
+        return self.from_diffused(x0, observed, estimate)

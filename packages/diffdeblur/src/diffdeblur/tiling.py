@@ -264,8 +264,12 @@ def restore_tiled(
     sampler: SamplerSpec | None = None,
     generator: torch.Generator | None,
     progress: Callable[[], object] | None = None,
+    kernel: Tensor | None = None,
 ) -> Tensor:
     """Restore blurred images of any size by per-step blending of overlapping patches.
+
+    A deconvolution front end (:mod:`diffdeblur.restorer`, Deconvolution) runs once on the whole
+    images, before they are cut: the kernel is estimated from all their pixels.
 
     Parameters
     ----------
@@ -279,7 +283,7 @@ def restore_tiled(
         Pixels shared by neighbouring patches, 0 <= overlap < patch_size.
     batch_size : int
         Patches per network call, >= 1 (memory against speed; the result does not depend on it).
-    sampler, generator, progress
+    sampler, generator, progress, kernel
         As :meth:`Restorer.restore`.
 
     Returns
@@ -305,15 +309,16 @@ def restore_tiled(
     if blurred.ndim != 4:
         raise ValueError(f"blurred must have shape (B, C, H, W), got {tuple(blurred.shape)}")
     grid = PatchGrid(blurred.shape[-2], blurred.shape[-1], patch_size, overlap)
+    observed = model.observe(blurred, kernel)
     estimate = None
     if model.regressor is not None:
-        patches = _in_batches(model.estimate, [grid.split(blurred)], batch_size)
+        patches = _in_batches(model.estimate, [grid.split(observed)], batch_size)
         estimate = grid.merge(patches)
     if not model.is_diffusion:
         return estimate.clamp(-1.0, 1.0)
-    denoiser = _tiled_denoiser(model, model.conditioning(blurred, estimate), grid, batch_size)
+    denoiser = _tiled_denoiser(model, model.conditioning(observed, estimate), grid, batch_size)
     return model.sample(
-        blurred, estimate, denoiser, sampler=sampler, generator=generator, progress=progress
+        observed, estimate, denoiser, sampler=sampler, generator=generator, progress=progress
     )
 
 

@@ -34,7 +34,13 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compute import PRECISIONS, autocast, resolve_precision, set_threads
-from .config import PARAMETRISATIONS, PREDICTIONS, DiffusionConfig
+from .config import (
+    KERNEL_SOURCES,
+    PARAMETRISATIONS,
+    PREDICTIONS,
+    DeconvolutionConfig,
+    DiffusionConfig,
+)
 from .data import open_training_data, split_indices
 from .losses import LOSSES
 from .plots import save_loss_curve, save_restoration_grid
@@ -91,11 +97,18 @@ class TrainConfig:
     timesteps : int
         Diffusion steps (1000 in the thesis).
     prediction : {"eps", "x0", "v"}
-        What the diffusion network predicts (the bridge always predicts x0).
+        What the diffusion network predicts (the bridge always predicts x0). Default v: in the
+        measured comparison (docs/diffdeblur.md) the thesis's eps left ``sharp`` at 16 dB where v
+        reached 25-26 dB.
     bridge_noise : float
         Noise scale of the bridge (``bridge`` only), >= 0.
     loss : {"mse", "l1", "charbonnier"}
         Pixel loss on the network's target.
+    deconvolve : {"none", "estimated", "true"}
+        A deconvolution front end (:mod:`diffdeblur.restorer`, Deconvolution): none; Wiener with
+        a learned kernel estimate (blind); or Wiener with the stored kernel (non-blind, an upper
+        bound that needs the kernel at test time). Needs a ``csb-generate`` dataset, whose
+        samples store their kernels.
     residual_scale : float
         Scale of the diffused residual (``residual``, ``refine``).
     patch_size : int
@@ -122,6 +135,10 @@ class TrainConfig:
         CPU with native bfloat16, fp16 with loss scaling on CUDA, fp32 otherwise.
     threads : int or None
         CPU threads; None: every CPU of the process's affinity.
+    compile : bool
+        Compile the training networks with ``torch.compile`` (TorchInductor; on a CPU it needs a
+        C++ compiler). The first steps then include the compilation. Measured in
+        docs/performance.md.
     seed : int
     workers : int
         DataLoader worker processes per training process.
@@ -147,9 +164,10 @@ class TrainConfig:
     variant: str = "base"
     schedule: str = "linear"
     timesteps: int = 1000
-    prediction: str = "eps"
+    prediction: str = "v"
     bridge_noise: float = 0.1
     loss: str = "mse"
+    deconvolve: str = "none"
     residual_scale: float = 5.0
     patch_size: int = 64
     batch_size: int = 16
@@ -162,6 +180,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     precision: str = "auto"
     threads: int | None = None
+    compile: bool = False
     seed: int = 0
     workers: int = 0
     checkpoint_every: int = 500
@@ -209,6 +228,7 @@ class TrainConfig:
             "lr_schedule": ("constant", "cosine"),
             "precision": PRECISIONS,
             "parametrisation": PARAMETRISATIONS,
+            "deconvolve": ("none", *KERNEL_SOURCES),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -297,7 +317,13 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
             ema_value.copy_(value)
 
 
+#: The value of an option in runs saved before the option existed.
+_OPTIONS_BEFORE_THEY_EXISTED = {"prediction": "eps", "deconvolve": "none", "compile": False}
+
+
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    # An option added after the run was saved had, in that run, the value it has now.
+    saved = _OPTIONS_BEFORE_THEY_EXISTED | saved
     changed = [
         name
         for name in (f.name for f in fields(TrainConfig))
@@ -308,11 +334,24 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
         raise ValueError(f"--resume: options differ from the run in {path}: {details}")
 
 
-def _grid_batch(dataset, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _grid_batch(dataset, count: int) -> dict[str, torch.Tensor]:
+    """The first ``count`` samples of ``dataset``, stacked: blurred, sharp (and kernel)."""
     items = [dataset[i] for i in range(min(count, len(dataset)))]
-    blurred = torch.stack([item["blurred"] for item in items])
-    sharp = torch.stack([item["sharp"] for item in items])
-    return blurred, sharp
+    keys = [key for key in ("blurred", "sharp", "kernel") if key in items[0]]
+    return {key: torch.stack([item[key] for item in items]) for key in keys}
+
+
+def _deconvolution(config: TrainConfig, dataset) -> DeconvolutionConfig | None:
+    """The front end ``--deconvolve`` asks for, sized to the dataset's kernels."""
+    if config.deconvolve == "none":
+        return None
+    kernel_size = getattr(dataset, "kernel_size", None)
+    if kernel_size is None:
+        raise ValueError(
+            f"--deconvolve {config.deconvolve} learns from stored kernels, and {config.data} "
+            "(a GoPro-style folder) has none: train it on a csb-generate dataset"
+        )
+    return DeconvolutionConfig(kernel_size=kernel_size, kernel=config.deconvolve)
 
 
 def train(
@@ -414,9 +453,16 @@ def _run(
                 bridge_noise=config.bridge_noise,
             ),
             residual_scale=config.residual_scale,
+            deconvolution=_deconvolution(config, dataset),
         )
     ).to(context.device)
     ema = copy.deepcopy(restorer).requires_grad_(False)
+    if config.compile:
+        # In place, so the state dict keeps its keys; the EMA copy, used only to validate and
+        # to save, stays eager.
+        for network in (restorer.denoiser_net, restorer.regressor, restorer.kernel_estimator):
+            if network is not None:
+                network.compile()
     optimiser = torch.optim.Adam(restorer.parameters(), lr=config.lr)
     # Dropout draws from torch's global generator too (nn.Dropout takes no generator); it is
     # reseeded per rank here and checkpointed, which keeps runs reproducible and resumable.
@@ -474,7 +520,7 @@ def _run(
         (out / "config.json").write_text(
             json.dumps({"train": asdict(config), "restorer": restorer.config.to_dict()}, indent=2)
         )
-    grid_blurred, grid_sharp = _grid_batch(validation, config.validation_images)
+    grid = _grid_batch(validation, config.validation_images)
     log_path = out / LOG_NAME
 
     def save(step_done: int) -> None:
@@ -559,10 +605,11 @@ def _run(
             for batch in loader:
                 blurred = batch["blurred"].to(context.device)
                 sharp = batch["sharp"].to(context.device)
+                kernel = batch["kernel"].to(context.device) if "kernel" in batch else None
                 for group in optimiser.param_groups:
                     group["lr"] = _learning_rate(config, step, horizon)
                 with autocast(precision, context.device):
-                    loss, parts = model(blurred, sharp, noise, config.loss)
+                    loss, parts = model(blurred, sharp, noise, config.loss, kernel)
                 finite = torch.isfinite(loss.detach()).float()
                 if context.world > 1:  # one rank's NaN must stop every rank, not hang them
                     distributed.all_reduce(finite, op=distributed.ReduceOp.MIN)
@@ -619,7 +666,7 @@ def _run(
                 if step % config.checkpoint_every == 0:
                     save(step)
                 if context.writes and step % config.validate_every == 0:
-                    _validate(ema, grid_blurred, grid_sharp, config, out / f"val-{step:07d}.png")
+                    _validate(ema, grid, config, out / f"val-{step:07d}.png")
                 if step >= total_steps:
                     break
                 over_budget = (
@@ -640,7 +687,7 @@ def _run(
                 break
         save(step)
         if context.writes:
-            _validate(ema, grid_blurred, grid_sharp, config, out / f"val-{step:07d}.png")
+            _validate(ema, grid, config, out / f"val-{step:07d}.png")
     finally:
         if bar is not None:
             bar.close()
@@ -648,13 +695,18 @@ def _run(
 
 
 @torch.no_grad()
-def _validate(
-    ema: Restorer, blurred: torch.Tensor, sharp: torch.Tensor, config: TrainConfig, path: Path
-) -> None:
+def _validate(ema: Restorer, grid: dict[str, torch.Tensor], config: TrainConfig, path: Path):
     device = next(ema.parameters()).device
     generator = torch.Generator(device).manual_seed(config.seed)
     steps = min(config.validation_steps, ema.diffusion.num_timesteps)
+    # Only a non-blind front end is given the kernel; a blind one estimates it, as in use.
+    front = ema.config.deconvolution
+    kernel = grid["kernel"].to(device) if front is not None and front.kernel == "true" else None
     restored = ema.restore(
-        blurred.to(device), sampler=SamplerSpec(steps=steps), generator=generator
+        grid["blurred"].to(device),
+        sampler=SamplerSpec(steps=steps),
+        generator=generator,
+        kernel=kernel,
     )
+    blurred, sharp = grid["blurred"], grid["sharp"]
     save_restoration_grid(path, blurred, restored.cpu(), sharp, title=f"step {path.stem[4:]}")
