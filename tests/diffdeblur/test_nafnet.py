@@ -14,6 +14,7 @@ import torch
 from diffdeblur.config import UNetConfig
 from diffdeblur.nafnet import ChannelScale, LayerNorm2d, NAFBlock, NAFNet, simple_gate
 from diffdeblur.unet import count_parameters
+from restorer_support import network_inputs, perturb_zero_layers
 from torch import nn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -52,19 +53,8 @@ def _net(config: UNetConfig = SMALL, seed: int = 0, perturb: bool = True) -> NAF
     generator = torch.Generator().manual_seed(seed)
     net = NAFNet(config, generator=generator)
     if perturb:
-        with torch.no_grad():
-            for module in net.modules():
-                if getattr(module, "zero_init", False):
-                    for p in module.parameters():
-                        p.copy_(0.2 * torch.randn(p.shape, generator=generator))
+        perturb_zero_layers(net, generator, 0.2)
     return net.eval()
-
-
-def _inputs(batch: int, channels: int, height: int, width: int, seed: int = 1):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, channels, height, width, generator=generator)
-    t = torch.randint(0, 1000, (batch,), generator=generator)
-    return x, t
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,7 +130,7 @@ def test_suggested_configuration_is_cpu_sized():
 @pytest.mark.parametrize(("height", "width"), [(37, 53), (5, 3), (1, 1), (1, 7), (16, 16)])
 def test_shapes_any_size(height, width):
     net = _net()
-    x, t = _inputs(2, SMALL.in_channels, height, width)
+    x, t = network_inputs(2, SMALL.in_channels, height, width)
     with torch.no_grad():
         out = net(x, t)
     assert out.shape == (2, SMALL.out_channels, height, width)
@@ -150,7 +140,7 @@ def test_shapes_any_size(height, width):
 
 def test_scalar_timestep_broadcasts_and_bad_shapes_raise():
     net = _net()
-    x, _ = _inputs(2, SMALL.in_channels, 8, 8)
+    x, _ = network_inputs(2, SMALL.in_channels, 8, 8)
     with torch.no_grad():
         expected = net(x, torch.tensor([7, 7]))
         torch.testing.assert_close(net(x, torch.tensor(7)), expected)
@@ -168,7 +158,7 @@ def test_scalar_timestep_broadcasts_and_bad_shapes_raise():
 
 def test_output_depends_on_t():
     net = _net()
-    x, _ = _inputs(1, SMALL.in_channels, 16, 16)
+    x, _ = network_inputs(1, SMALL.in_channels, 16, 16)
     with torch.no_grad():
         early, late = net(x, torch.tensor([0])), net(x, torch.tensor([500]))
     assert (early - late).abs().max() > 1e-3
@@ -176,7 +166,7 @@ def test_output_depends_on_t():
 
 def test_samples_are_independent_of_the_batch():
     net = _net()
-    x, t = _inputs(3, SMALL.in_channels, 12, 20)
+    x, t = network_inputs(3, SMALL.in_channels, 12, 20)
     with torch.no_grad():
         together = net(x, t)
         alone = net(x[1:2], t[1:2])
@@ -184,7 +174,7 @@ def test_samples_are_independent_of_the_batch():
 
 
 def test_output_is_zero_at_initialisation_and_global_skip_returns_input():
-    x, t = _inputs(2, 6, 13, 10)
+    x, t = network_inputs(2, 6, 13, 10)
     with torch.no_grad():
         assert (_net(perturb=False)(x, t) == 0).all()
         net = _net(_config(global_skip=True), perturb=False)
@@ -222,7 +212,7 @@ def test_init_from_generator_is_reproducible_and_leaves_the_global_state_alone()
 
 def test_gradients_flow_to_every_parameter():
     net = _net(_config(dropout=0.1)).train()
-    x, t = _inputs(2, SMALL.in_channels, 16, 16)
+    x, t = network_inputs(2, SMALL.in_channels, 16, 16)
     loss = (net(x, t) - x[:, :3]).square().mean()
     loss.backward()
     for name, p in net.named_parameters():
@@ -232,7 +222,7 @@ def test_gradients_flow_to_every_parameter():
 
 def test_runs_under_bfloat16_autocast():
     net = _net()
-    x, t = _inputs(2, SMALL.in_channels, 13, 18)
+    x, t = network_inputs(2, SMALL.in_channels, 13, 18)
     with torch.no_grad():
         reference = net(x, t)
         with torch.autocast("cpu", dtype=torch.bfloat16):

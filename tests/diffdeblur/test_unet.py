@@ -23,6 +23,7 @@ from diffdeblur.unet import (
     group_count,
     timestep_embedding,
 )
+from restorer_support import network_inputs, perturb_zero_layers
 from torch import nn
 
 BIG = [name for name in VARIANTS if name != "tiny"]
@@ -42,19 +43,8 @@ def _net(config, seed: int = 0, perturb: bool = True) -> UNet:
     generator = torch.Generator().manual_seed(seed)
     net = UNet(config, generator=generator)
     if perturb:
-        with torch.no_grad():
-            for module in net.modules():
-                if getattr(module, "zero_init", False):
-                    for p in module.parameters():
-                        p.copy_(0.05 * torch.randn(p.shape, generator=generator))
+        perturb_zero_layers(net, generator, 0.05)
     return net.eval()
-
-
-def _inputs(batch: int, channels: int, height: int, width: int, seed: int = 1):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, channels, height, width, generator=generator)
-    t = torch.randint(0, 1000, (batch,), generator=generator)
-    return x, t
 
 
 def _meta(config) -> UNet:
@@ -104,7 +94,7 @@ def test_timestep_embedding():
 def test_tiny_shapes_any_size(height, width):
     config = VARIANTS["tiny"]
     net = _net(config)
-    x, t = _inputs(2, config.in_channels, height, width)
+    x, t = network_inputs(2, config.in_channels, height, width)
     with torch.no_grad():
         out = net(x, t)
     assert out.shape == (2, config.out_channels, height, width)
@@ -119,7 +109,7 @@ def test_big_variant_shapes(name):
         torch.manual_seed(0)
         net = UNet(config).eval()
     for height, width in ((64, 64), (5, 9)):
-        x, t = _inputs(1, config.in_channels, height, width)
+        x, t = network_inputs(1, config.in_channels, height, width)
         with torch.no_grad():
             out = net(x, t)
         assert out.shape == (1, config.out_channels, height, width)
@@ -146,7 +136,7 @@ def test_padding_reflects_or_replicates():
 def test_samples_are_independent_of_the_batch():
     config = VARIANTS["tiny"]
     net = _net(config)
-    x, t = _inputs(3, config.in_channels, 16, 24)
+    x, t = network_inputs(3, config.in_channels, 16, 24)
     with torch.no_grad():
         together = net(x, t)
         alone = net(x[1:2], t[1:2])
@@ -156,7 +146,7 @@ def test_samples_are_independent_of_the_batch():
 def test_scalar_timestep_broadcasts_and_bad_shapes_raise():
     config = VARIANTS["tiny"]
     net = _net(config)
-    x, _ = _inputs(2, config.in_channels, 8, 8)
+    x, _ = network_inputs(2, config.in_channels, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(net(x, torch.tensor(7)), net(x, torch.tensor([7, 7])))
     with pytest.raises(ValueError, match="t must have shape"):
@@ -240,7 +230,7 @@ def test_base_matches_ho_et_al():
 
 
 def test_output_is_zero_at_initialisation_and_global_skip_returns_input():
-    x, t = _inputs(2, 6, 13, 10)
+    x, t = network_inputs(2, 6, 13, 10)
     with torch.no_grad():
         assert (_net(VARIANTS["tiny"], perturb=False)(x, t) == 0).all()
         net = _net(unet_variant("tiny", global_skip=True), perturb=False)
@@ -253,7 +243,7 @@ def test_output_is_zero_at_initialisation_and_global_skip_returns_input():
 def test_output_depends_on_t(scale_shift_norm):
     config = unet_variant("tiny", scale_shift_norm=scale_shift_norm)
     net = _net(config)
-    x, _ = _inputs(1, config.in_channels, 16, 16)
+    x, _ = network_inputs(1, config.in_channels, 16, 16)
     with torch.no_grad():
         early, late = net(x, torch.tensor([0])), net(x, torch.tensor([500]))
         torch.testing.assert_close(net(x, torch.tensor([0])), early)
@@ -280,7 +270,7 @@ def test_init_from_generator_leaves_the_global_random_state_alone():
 def test_gradients_flow_to_every_parameter():
     config = VARIANTS["tiny"]
     net = _net(config).train()
-    x, t = _inputs(2, config.in_channels, 16, 16)
+    x, t = network_inputs(2, config.in_channels, 16, 16)
     loss = net(x, t).square().mean()
     loss.backward()
     for name, p in net.named_parameters():
@@ -291,7 +281,7 @@ def test_gradients_flow_to_every_parameter():
 def test_zero_initialised_network_can_start_learning():
     config = VARIANTS["tiny"]
     net = _net(config, perturb=False).train()
-    x, t = _inputs(2, config.in_channels, 8, 8)
+    x, t = network_inputs(2, config.in_channels, 8, 8)
     torch.nn.functional.mse_loss(net(x, t), x[:, :3]).backward()
     assert net.out[2].weight.grad.abs().max() > 0
 

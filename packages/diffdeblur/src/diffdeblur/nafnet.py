@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import UNetConfig
-from .unet import UNet, _zero, embed_time
+from .unet import UNet, _zero, build_drawn_from, embed_time, time_mlp
 
 __all__ = ["ChannelScale", "LayerNorm2d", "NAFBlock", "NAFNet", "simple_gate"]
 
@@ -189,21 +189,12 @@ class NAFNet(nn.Module):
                 f"({config.out_channels})"
             )
         self.config = config
-        if generator is None:
-            self._build(config)
-        else:
-            # The layers' own initialisation draws from the global random state; fork it so that
-            # a network drawn from a generator leaves that state as it found it.
-            with torch.random.fork_rng(devices=[]):
-                self._build(config)
-            self.init_parameters(generator)
+        build_drawn_from(self, lambda: self._build(config), generator)
 
     def _build(self, config: UNetConfig) -> None:
         base = config.base_channels
         emb_channels = 4 * base
-        self.time_mlp = nn.Sequential(
-            nn.Linear(base, emb_channels), nn.SiLU(), nn.Linear(emb_channels, emb_channels)
-        )
+        self.time_mlp = time_mlp(base, emb_channels)
         widths = [mult * base for mult in config.channel_mult]
 
         def blocks(channels: int) -> _Blocks:

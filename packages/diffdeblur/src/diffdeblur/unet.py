@@ -23,6 +23,7 @@ output is cropped back.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -133,6 +134,29 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     if dim % 2:
         embedding = F.pad(embedding, (0, 1))
     return embedding
+
+
+def build_drawn_from(
+    network: nn.Module, build: Callable[[], None], generator: torch.Generator | None
+) -> None:
+    """Create ``network``'s layers with ``build``; with a generator, then draw every parameter
+    from it (``network.init_parameters``), leaving torch's global random state as it was (the
+    layers' own initialisation draws from it, so it is forked)."""
+    if generator is None:
+        build()
+        return
+    with torch.random.fork_rng(devices=[]):
+        build()
+    network.init_parameters(generator)
+
+
+def time_mlp(base_channels: int, embedding_channels: int) -> nn.Sequential:
+    """The MLP from the sinusoidal embedding of t (``base_channels``) to the time embedding."""
+    return nn.Sequential(
+        nn.Linear(base_channels, embedding_channels),
+        nn.SiLU(),
+        nn.Linear(embedding_channels, embedding_channels),
+    )
 
 
 def embed_time(config: UNetConfig, time_mlp: nn.Sequential, x: Tensor, t: Tensor) -> Tensor:
@@ -369,21 +393,12 @@ class UNet(nn.Module):
         super().__init__()
         self._check(config)
         self.config = config
-        if generator is None:
-            self._build(config)
-        else:
-            # The layers' own initialisation draws from the global random state; fork it so that
-            # a network drawn from a generator leaves that state as it found it.
-            with torch.random.fork_rng(devices=[]):
-                self._build(config)
-            self.init_parameters(generator)
+        build_drawn_from(self, lambda: self._build(config), generator)
 
     def _build(self, config: UNetConfig) -> None:
         base = config.base_channels
         emb_channels = 4 * base
-        self.time_mlp = nn.Sequential(
-            nn.Linear(base, emb_channels), nn.SiLU(), nn.Linear(emb_channels, emb_channels)
-        )
+        self.time_mlp = time_mlp(base, emb_channels)
 
         def res_block(cin: int, cout: int, resample: str | None = None) -> ResBlock:
             return ResBlock(
