@@ -57,7 +57,12 @@ def _picture(out: Path, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) ->
     for row, (name, images) in enumerate(rows):
         for column, (label, image) in enumerate(images):
             shown = image[..., 0] if image.shape[-1] == 1 else image
-            axes[row, column].imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+            # As the file is: a grey image is drawn on its dtype's full scale, not stretched to
+            # its own darkest and brightest pixels (imshow's default).
+            top = np.iinfo(shown.dtype).max if np.issubdtype(shown.dtype, np.integer) else 1.0
+            axes[row, column].imshow(
+                shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=top
+            )
             axes[row, column].set_title(f"{name}: {label}" if column == 0 else label, fontsize=8)
     figure.tight_layout()
     figure.savefig(out)

@@ -6,9 +6,11 @@ network size, threads and precision, one after the other with nothing else runni
 scored by the same code:
 
 - **Data.** Table 3's setting (``csb-generate --mode random --psf-size 32``, 96 px crops, no
-  noise; ``--psf-size`` 16 or 64 for its other columns) cut from the training photographs; the
-  test crops come from ``chelsea`` and ``coffee``, which no training crop comes from
-  (``pipeline.TEST_PHOTOGRAPHS``).
+  noise; ``--psf-size`` 16 or 64 for its other columns, the latter with ``--patch-size 96``,
+  since the kernel estimator trains on patches as large as its 65 px kernel grid) cut from the
+  training photographs; the test crops come from ``chelsea`` and ``coffee``, which no training
+  crop comes from (``pipeline.TEST_PHOTOGRAPHS``). ``--noise SIGMA LAM`` makes Table 4's noisy
+  data instead (``--mode noisy --exposure 1``, one noise level for every crop).
 - **Protocols.** ``central`` cuts the central 64 px out of each 96 px test crop and restores that
   alone (the thesis's); ``context`` restores the whole crop and scores the same central 64 px,
   as a user's photograph gives a restorer its surroundings (``docs/evaluation.md``).
@@ -71,6 +73,9 @@ ROWS: dict[str, list[str]] = {
     # (blind), and the same with the stored kernel (non-blind: an upper bound).
     "deconvolve-estimated": ["--parametrisation", "regression", "--deconvolve", "estimated"],
     "deconvolve-true": ["--parametrisation", "regression", "--deconvolve", "true"],
+    # The optimisation options of the issue "restorers that learn", each against its plain row.
+    "regression-cosine": ["--parametrisation", "regression", "--lr-schedule", "cosine"],
+    "bridge-charbonnier": ["--parametrisation", "bridge", "--loss", "charbonnier"],
 }
 PROTOCOLS = ("central", "context")
 METRICS = ("psnr", "ssim", "lpips")
@@ -78,8 +83,13 @@ METRICS = ("psnr", "ssim", "lpips")
 
 def _generate(args: argparse.Namespace) -> tuple[Path, Path]:
     train_photos, test_photos = photo_folders(args.work, args.extra_photographs)
-    generate = [CSB_GENERATE, "--mode", "random", "--psf-size", str(args.psf_size)]
-    generate += ["--image-size", "96", "--no-preview"]
+    generate = [CSB_GENERATE, "--psf-size", str(args.psf_size), "--image-size", "96"]
+    if args.noise is None:
+        generate += ["--mode", "random", "--no-preview"]
+    else:  # Table 4: one noise level for the whole dataset, full exposure
+        sigma, lam = args.noise
+        generate += ["--mode", "noisy", "--exposure", "1", "--sigma", f"{sigma:g}"]
+        generate += ["--lam", f"{lam:g}", "--no-preview"]
     train, test = args.work / "train", args.work / "test"
     for folder, photos, count, seed in (
         (train, train_photos, args.train_count, 0),
@@ -89,11 +99,13 @@ def _generate(args: argparse.Namespace) -> tuple[Path, Path]:
             command = [*generate, "--source", str(photos), "--count", str(count)]
             command += ["--out", str(folder), "--seed", str(seed)]
             run_logged(command, args.work / f"generate-{folder.name}.log")
-        stored = open_dataset(folder).manifest["options"]["psf_size"]
-        if stored != args.psf_size:
+        options = open_dataset(folder).manifest["options"]
+        noise = None if options["mode"] == "random" else (options["sigmas"], options["lams"])
+        asked = None if args.noise is None else ([args.noise[0]], [args.noise[1]])
+        if options["psf_size"] != args.psf_size or noise != asked:
             raise SystemExit(
-                f"{folder} holds PSF-{stored} data, not --psf-size {args.psf_size}: "
-                "use another --work for each PSF size"
+                f"{folder} holds other data (PSF {options['psf_size']}, noise {noise}) than "
+                "--psf-size and --noise ask for: use another --work for each of them"
             )
     return train, test
 
@@ -105,7 +117,8 @@ def _train(args: argparse.Namespace, name: str, data: Path, run: Path, score) ->
     shutil.rmtree(run, ignore_errors=True)
     command = [
         DIFFDEBLUR, "train", "--data", str(data), "--out", str(run), *ROWS[name],
-        "--variant", args.variant, "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+        "--variant", args.variant, "--patch-size", str(args.patch_size),
+        "--batch-size", str(args.batch_size), "--lr", str(args.lr),
         "--warmup-steps", "100", "--ema-decay", "0.999", "--seed", str(args.seed),
         "--budget-minutes", str(args.budget_minutes / args.segments),
         "--checkpoint-every", "1000000", "--validate-every", "1000000",
@@ -208,6 +221,21 @@ def main() -> None:
     parser.add_argument("--curve-steps", type=int, default=1, help="sampling steps of the curve")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--variant", default="tiny")
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        default=64,
+        help="training patch side, px (64; at PSF 64, 96: the estimator needs the kernel's 65)",
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("SIGMA", "LAM"),
+        help="Table 4: read noise (grey levels) and photon scale lambda of every crop, at T = 1 "
+        "(default: none, Table 3's data)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -328,7 +356,13 @@ def _cell(scores: dict) -> str:
 
 def _markdown(results: dict, args: argparse.Namespace) -> str:
     steps = args.sampling_steps
-    lines = []
+    noise = "no noise" if args.noise is None else f"σ = {args.noise[0]:g}, λ = {args.noise[1]:g}"
+    lines = [
+        f"PSF {args.psf_size} px, {noise}; {args.budget_minutes:g} minutes per row; "
+        f"`{args.variant}`, {args.patch_size} px patches, batch {args.batch_size}, "
+        f"lr {args.lr:g}, seed {args.seed}.",
+        "",
+    ]
     for protocol in PROTOCOLS:
         baselines = results["baselines"][protocol]
         lines += [

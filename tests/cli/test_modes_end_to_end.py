@@ -175,6 +175,19 @@ def check_part(
                 assert dataset.dtype == dtypes[name], (name, dataset.dtype)
                 assert dataset.shape == shapes.get(name, (n,)), (name, dataset.shape)
                 assert dataset.chunks == (1, *dataset.shape[1:]), (name, dataset.chunks)
+                # Self-describing: the layout has one axis per dimension, the units are said.
+                assert set(dataset.attrs) == {"description", "layout", "units"}, name
+                layout = dataset.attrs["layout"]
+                assert layout.startswith("(N") and layout.count(",") == max(dataset.ndim - 1, 1)
+                assert dataset.attrs["description"] and dataset.attrs["units"], name
+            sharp_type = np.dtype(sharp_dtype)
+            full_scale = f"0-{np.iinfo(sharp_type).max} ({sharp_type.name}, full scale)"
+            assert shard["sharp"].attrs["units"] == full_scale
+            assert (
+                shard["blurred"]
+                .attrs["units"]
+                .startswith("[0, 1]" if np.dtype(blurred_dtype).kind == "f" else "0-")
+            )
             for name in ("sharp", "blurred"):
                 assert shard[name].compression == compression, name
 

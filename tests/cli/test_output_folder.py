@@ -1,5 +1,6 @@
 """An output folder that holds a different dataset is never overwritten without --overwrite;
-an output path that is a file is refused (exit code 2, docs/cli.md)."""
+an output path that is a file is refused (exit code 2, docs/cli.md); a folder the machine will
+not create is a failure (exit code 1)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,16 @@ def test_output_path_that_is_a_file(photos, tmp_path):
     result = run_cli([*BASE, "--count", "4", "--source", photos, "--out", out])
     assert_usage_error(result, "is a file", str(out))
     assert out.read_text() == "not a folder"
+
+
+def test_an_output_folder_the_machine_refuses_is_exit_1(photos):
+    # sysfs refuses new folders even to root (EPERM, or EROFS where it is mounted read-only):
+    # the machine's failure, not bad input (docs/cli.md, Exit codes).
+    out = "/sys/csb-generate-test/data"
+    result = run_cli([*BASE, "--count", "4", "--source", photos, "--out", out])
+    assert result.returncode == 1, describe(result)
+    assert f"error: cannot prepare {out}" in result.stderr, describe(result)
+    assert "Traceback" not in result.stderr, describe(result)
 
 
 @pytest.mark.parametrize("kind", ["kernel", "trajectory"])

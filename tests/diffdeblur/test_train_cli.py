@@ -121,6 +121,21 @@ def test_short_run_writes_the_run_folder_and_resumes(
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
 
 
+@pytest.mark.slow
+def test_without_out_each_run_gets_a_new_numbered_folder(
+    diffdeblur_cli, cli_env, csb_dataset, tmp_path
+):
+    command = [diffdeblur_cli, "train", "--data", csb_dataset, *SHORT, "--max-steps", "1"]
+    for number in ("001", "002"):
+        result = _run(command, cli_env, cwd=tmp_path)
+        assert result.returncode == 0, _explain(result)
+        assert f"run folder: {Path('runs') / number}" in result.stderr
+        assert (tmp_path / "runs" / number / "checkpoint.pt").is_file()
+    resumed = _run([*command, "--resume"], cli_env, cwd=tmp_path)
+    assert resumed.returncode == 2 and "name that folder" in resumed.stderr, _explain(resumed)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["001", "002"]
+
+
 # --- usage errors ----------------------------------------------------------------------------
 
 #: name -> (extra arguments, a fragment of the message); {data}/{empty}/{file} are filled in.

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from csb_generator import open_dataset
 from prerequisites import missing_prerequisite
 
 pytestmark = pytest.mark.slow
@@ -114,7 +115,48 @@ def test_restorer_comparison_runs_end_to_end_at_ci_size(tmp_path, lpips_weights)
         assert (out / picture).read_bytes().startswith(b"\x89PNG"), picture
     commands = (out / "commands.txt").read_text()
     assert commands.count("--resume") == 2
-    with pytest.raises(AssertionError, match="PSF-16 data"):  # another PSF size, same --work
-        _run([ROOT / "experiments" / "parametrisations.py", "--rows", "regression",
-              "--psf-size", "32", "--lpips-weights", lpips_weights, "--work", tmp_path / "w",
-              "--out", out])  # fmt: skip
+    for other in (["--psf-size", "32"], ["--psf-size", "16", "--noise", "1", "768000"]):
+        with pytest.raises(AssertionError, match=r"PSF 16, noise None"):  # same --work
+            _run([ROOT / "experiments" / "parametrisations.py", "--rows", "regression",
+                  *other, "--lpips-weights", lpips_weights, "--work", tmp_path / "w",
+                  "--out", out])  # fmt: skip
+
+
+def test_the_comparison_runs_on_table_4_noisy_data(tmp_path, lpips_weights):
+    out = tmp_path / "results"
+    _run([ROOT / "experiments" / "parametrisations.py", "--rows", "regression", "--psf-size",
+          "16", "--noise", "4", "48000", "--budget-minutes", "0.05", "--train-count", "8",
+          "--test-count", "2", "--sampling-steps", "1", "--extra-photographs", "none",
+          "--threads", "1", "--lpips-weights", lpips_weights, "--work", tmp_path / "w",
+          "--out", out])  # fmt: skip
+    for folder in ("train", "test"):
+        for sample in open_dataset(tmp_path / "w" / folder):
+            assert (sample["sigma"], sample["lam"], sample["exposure"]) == (4, 48000, 1)
+    assert (out / "results.md").read_text().startswith("PSF 16 px, σ = 4, λ = 48000;")
+
+
+def test_the_kernel_estimator_alone_runs_and_scores_its_marks(tmp_path):
+    """Trained alone on a real tiny dataset: a point per mark, each with both kernel errors."""
+    folders = {}
+    for name, seed in (("train", "0"), ("test", "1")):
+        folders[name] = tmp_path / name
+        subprocess.run(
+            [Path(sys.executable).with_name("csb-generate"), "--mode", "random", "--psf-size",
+             "16", "--image-size", "40", "--count", "6", "--seed", seed, "--no-preview",
+             "--out", folders[name]],
+            check=True, capture_output=True, env=_env(), timeout=300,
+        )  # fmt: skip
+    out = tmp_path / "results"
+    _run([ROOT / "experiments" / "kernel_estimator_alone.py", "--data", folders["train"],
+          "--test", folders["test"], "--minutes", "0.02", "--batch-size", "2", "--patch-size",
+          "32", "--threads", "1", "--out", out])  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["kernel_size"] == 17 and results["kernel_error_of_rotated_true_kernel"] > 0
+    first, last = results["points"][0], results["points"][-1]
+    assert first["steps"] == 0 and last["steps"] >= 1 and last["minutes"] >= 0.02
+    for point in (first, last):
+        assert 0 < point["kernel_error_whole"] < 2 and 0 < point["kernel_error_central"] < 2
+    assert (
+        "| minutes | steps | samples | whole crops | central 64 px |"
+        in (out / "results.md").read_text()
+    )

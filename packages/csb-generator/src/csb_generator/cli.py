@@ -214,8 +214,9 @@ def main(**args) -> None:
         raise click.BadParameter(str(error).split(": ", 1)[1], param_hint=error.option) from None
     except (OutputError, SourceError, TrajectoryOutsideGrid, ValueError) as error:
         raise click.UsageError(str(error)) from None
-    except OSError as error:
-        raise click.UsageError(f"cannot prepare {execution['out']}: {error}") from None
+    except OSError as error:  # the machine's doing (permissions, a full disk), not the user's
+        click.echo(f"error: cannot prepare {execution['out']}: {error}", err=True)
+        sys.exit(1)
 
     for key, reason in plan.skipped:
         click.echo(f"warning: skipped {key}: {reason}", err=True)

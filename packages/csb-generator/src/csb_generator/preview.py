@@ -1,4 +1,8 @@
-"""A contact sheet of a few samples (blurred | sharp | kernel), for a look before a read."""
+"""A contact sheet of a few samples (blurred | sharp | kernel), for a look before a read.
+
+Images are shown as stored, on their dtype's full scale (no contrast stretch); a grey dataset
+gives a grey sheet. Each column is labelled; the kernel column says that it is square-root scaled.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,16 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["contact_sheet", "write_preview"]
 
 GAP_PIXELS = 4
 #: Small crops are enlarged (nearest neighbour) to at least this many pixels on screen.
 MIN_TILE_PIXELS = 128
+#: Column headings of the sheet, and the height of the band that holds them, in pixels.
+COLUMN_LABELS = ("blurred", "sharp", "kernel (sqrt scale)")
+LABEL_PIXELS = 16
 
 
 def _to_rgb8(image: np.ndarray) -> np.ndarray:
@@ -45,8 +53,21 @@ def _kernel_tile(kernel: np.ndarray, size: int) -> np.ndarray:
     return _to_rgb8(canvas)
 
 
+def _heading(width: int, tile: int) -> np.ndarray:
+    """A white band with each column's label centred over its tile."""
+    band = Image.new("RGB", (width, LABEL_PIXELS), "white")
+    draw = ImageDraw.Draw(band)
+    font = ImageFont.load_default()
+    for column, label in enumerate(COLUMN_LABELS):
+        left, _, right, _ = draw.textbbox((0, 0), label, font=font)
+        centre = column * (tile + GAP_PIXELS) + tile // 2
+        draw.text((centre - (right - left) // 2, 2), label, fill="black", font=font)
+    return np.asarray(band, dtype=np.uint8)
+
+
 def contact_sheet(samples: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
-    """One row per sample: blurred crop, sharp crop, kernel (square-root scaled), as RGB uint8."""
+    """One row per sample: blurred crop, sharp crop, kernel (square-root scaled), as RGB uint8,
+    under a band of column labels (:data:`COLUMN_LABELS`)."""
     if not samples:
         raise ValueError("a contact sheet needs at least one sample")
     zoom = max(1, MIN_TILE_PIXELS // samples[0]["sharp"].shape[0])
@@ -62,7 +83,7 @@ def contact_sheet(samples: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
         rows.append(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1))
     spacer = np.full((GAP_PIXELS, rows[0].shape[1], 3), 255, dtype=np.uint8)
     stacked = [part for row in rows for part in (row, spacer)][:-1]
-    return np.concatenate(stacked, axis=0)
+    return np.concatenate([_heading(rows[0].shape[1], size), *stacked], axis=0)
 
 
 def write_preview(path: str | Path, samples: Sequence[Mapping[str, np.ndarray]]) -> None:

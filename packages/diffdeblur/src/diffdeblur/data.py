@@ -34,6 +34,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -273,6 +274,14 @@ class ShardPatches(_Patches):
         kernel = odd_kernel(stored["kernel"])
         return self._sample(stored["blurred"], stored["sharp"], index, kernel)
 
+    @property
+    def fingerprint(self) -> str:
+        """What the data is, not where it lies: the generator's fingerprint (its options and
+        sources, which fix every byte) and, for one part of a T-sweep, that part's T."""
+        manifest = self.dataset.manifest
+        exposure = manifest.get("exposure")
+        return manifest["fingerprint"] + ("" if exposure is None else f"/T={exposure!r}")
+
     def __repr__(self) -> str:
         return (
             f"ShardPatches({str(self.path)!r}, patch_size={self.patch_size}, n={len(self)}, "
@@ -378,6 +387,15 @@ class PairedFolder(_Patches):
             for image in self.pairs[index]
         )
         return self._sample(blurred, sharp, index)
+
+    @property
+    def fingerprint(self) -> str:
+        """What the data is, not where it lies: a SHA-256 over every pair's file names relative
+        to the root and the files' own SHA-256, and whether the images are halved."""
+        digest = hashlib.sha256(f"halve={self.halve}".encode())
+        for blurred, sharp in self.pairs:
+            digest.update(f"\n{blurred.key} {blurred.sha256} {sharp.key} {sharp.sha256}".encode())
+        return digest.hexdigest()
 
     def __repr__(self) -> str:
         return (

@@ -29,7 +29,9 @@ over the whole image, carry the kernel:
 Six maps are computed from the horizontal and vertical derivatives of the grey image
 (:func:`image_statistics`), averaged over the pixel pairs at each lag and normalised to
 correlation coefficients, for lags up to ``K - 1``: ``(2K - 1) x (2K - 1)`` each, whatever the
-image size. A larger image averages more pixels into the same maps; any size ``>= K`` works.
+image size. A larger image averages more pixels into the same maps. Any size from 2 x 2 works:
+lags as long as the image or longer have no pixel pairs and read 0, so an image smaller than the
+kernel (the thesis's 64 px crops of PSF-64 blur) gives an estimate from the lags it shows.
 
 The network
 -----------
@@ -181,9 +183,10 @@ def _correlation(first: Tensor, second: Tensor, reach: int) -> Tensor:
     lags = torch.roll(circular, shifts=(reach, reach), dims=(-2, -1))
     lags = lags[..., : 2 * reach + 1, : 2 * reach + 1]
     offsets = torch.arange(-reach, reach + 1, dtype=first.dtype, device=first.device).abs()
-    # A lag as long as the map has no pairs at all (its sum is 0): dividing by 1 keeps it 0.
-    pairs = (height - offsets)[:, None] * (width - offsets)[None, :]
-    return lags / pairs.clamp_min(1)
+    # A lag as long as the map or longer has no pixel pairs: exactly 0 (the circular FFT would
+    # leave round-off there), not 0 / 0.
+    pairs = (height - offsets).clamp_min(0)[:, None] * (width - offsets).clamp_min(0)[None, :]
+    return torch.where(pairs > 0, lags / pairs.clamp_min(1), 0.0)
 
 
 def _normalised(first: Tensor, second: Tensor, reach: int) -> Tensor:
@@ -200,7 +203,7 @@ def image_statistics(blurred: Tensor, kernel_size: int) -> Tensor:
     Parameters
     ----------
     blurred : Tensor, shape (B, C, H, W)
-        Images in [-1, 1] (the statistics are invariant to the scale and offset), H, W >= K.
+        Images in [-1, 1] (the statistics are invariant to the scale and offset), H, W >= 2.
     kernel_size : int
         K; the maps cover lags up to ``K - 1``.
 
@@ -345,10 +348,10 @@ class KernelEstimator(nn.Module):
         """Logits of the kernel up to a shift, (B, 2K - 1, 2K - 1), from images (B, C, H, W)."""
         _check_images(blurred, "blurred")
         height, width = blurred.shape[-2:]
-        if height < self.kernel_size or width < self.kernel_size:
+        if height < 2 or width < 2:
             raise ValueError(
-                f"the image ({height}x{width}) is smaller than the kernel ({self.kernel_size}): "
-                "it cannot show the blur"
+                f"the image ({height}x{width}) is too small to show a blur: the kernel is "
+                "estimated from its derivatives, which need at least 2x2 pixels"
             )
         features = self.inlet(image_statistics(blurred, self.kernel_size))
         return self.outlet(functional.relu(self.blocks(features)))[:, 0]
@@ -359,7 +362,8 @@ class KernelEstimator(nn.Module):
         Parameters
         ----------
         blurred : Tensor, shape (B, C, H, W)
-            Blurred images in [-1, 1], any ``H, W >= K``.
+            Blurred images in [-1, 1], any ``H, W >= 2``; the estimate improves with the size
+            (module documentation, The evidence).
 
         Returns
         -------
@@ -372,7 +376,7 @@ class KernelEstimator(nn.Module):
         Raises
         ------
         ValueError
-            If ``blurred`` is not a real 4-D tensor or is smaller than the kernel.
+            If ``blurred`` is not a real 4-D tensor or is smaller than 2 x 2 pixels.
         """
         logits = self.logits(blurred)
         shifted = torch.softmax(logits.flatten(1), dim=1).reshape(logits.shape)

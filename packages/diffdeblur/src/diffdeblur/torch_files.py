@@ -27,9 +27,32 @@ def is_torch_archive(path: str | Path) -> bool:
         return handle.read(4) == _ZIP_MAGIC
 
 
+def _process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        return False
+    return False
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporaries of writes to ``path`` whose process died before its rename (a
+    killed run leaves one per kill); a live writer's is left alone."""
+    for temporary in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = temporary.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _process_is_gone(int(pid)):
+            temporary.unlink(missing_ok=True)
+
+
 def save_atomic(path: str | Path, obj: Any) -> None:
-    """``torch.save`` to a temporary name in the same folder, flush, then rename to ``path``."""
+    """``torch.save`` to a temporary name in the same folder, flush, then rename to ``path``.
+
+    The temporaries that killed writers left beside ``path`` are removed first.
+    """
     path = Path(path)
+    _remove_stale_temporaries(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(temporary, "wb") as handle:

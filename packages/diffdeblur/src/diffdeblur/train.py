@@ -73,6 +73,13 @@ RESUMABLE_CHANGES = frozenset(
 PLAN_STEPS = 10
 #: Fewer steps than this in a budget give a model that has not learnt to restore.
 FEW_STEPS = 300
+#: A CPU run without a budget that is expected to take longer than this many hours is warned.
+LONG_CPU_HOURS = 2.0
+
+
+def _duration(hours: float) -> str:
+    """A duration for a person: hours, or days beyond two of them."""
+    return f"{hours:.0f} hours" if hours < 48 else f"{hours / 24:.0f} days"
 
 
 class NonFiniteLoss(RuntimeError):
@@ -334,6 +341,29 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
         raise ValueError(f"--resume: options differ from the run in {path}: {details}")
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the records of ``log.jsonl`` up to ``step``, the checkpoint's: a run killed after
+    its last checkpoint logged steps that the resumed run logs again (and may have left half a
+    line). Rewritten under a temporary name, then renamed."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("step"), int)
+            and record["step"] <= step
+        ):
+            kept.append(line + "\n")
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(kept), encoding="utf-8")
+    temporary.replace(path)
+
+
 def _grid_batch(dataset, count: int) -> dict[str, torch.Tensor]:
     """The first ``count`` samples of ``dataset``, stacked: blurred, sharp (and kernel)."""
     items = [dataset[i] for i in range(min(count, len(dataset)))]
@@ -350,6 +380,12 @@ def _deconvolution(config: TrainConfig, dataset) -> DeconvolutionConfig | None:
         raise ValueError(
             f"--deconvolve {config.deconvolve} learns from stored kernels, and {config.data} "
             "(a GoPro-style folder) has none: train it on a csb-generate dataset"
+        )
+    if config.deconvolve == "estimated" and config.patch_size < kernel_size:
+        raise ValueError(
+            f"--patch-size {config.patch_size} is smaller than the {kernel_size} px kernels of "
+            f"{config.data}: the kernel estimator's re-blur loss compares the pixels whose whole "
+            f"neighbourhood lies in the patch, so pass --patch-size {kernel_size} or more"
         )
     return DeconvolutionConfig(kernel_size=kernel_size, kernel=config.deconvolve)
 
@@ -476,6 +512,13 @@ def _run(
         ema.load_state_dict(state["ema"])
         optimiser.load_state_dict(state["optimiser"])
         step = int(state["step"])
+        saved_data = state.get("data_fingerprint")  # absent from checkpoints of older versions
+        if saved_data is not None and saved_data != dataset.fingerprint:
+            raise ValueError(
+                f"--resume: --data {config.data} holds other data than the run in "
+                f"{checkpoint_path} was trained on (dataset fingerprints {saved_data[:12]}… and "
+                f"{dataset.fingerprint[:12]}…); the same dataset moved or copied elsewhere is fine"
+            )
         saved_world = len(state["rng"]["noise"])
         if saved_world != context.world:
             raise ValueError(
@@ -522,6 +565,8 @@ def _run(
         )
     grid = _grid_batch(validation, config.validation_images)
     log_path = out / LOG_NAME
+    if resume and context.writes:
+        _truncate_log(log_path, step)
 
     def save(step_done: int) -> None:
         noise_states = [noise.get_state()]
@@ -543,6 +588,7 @@ def _run(
                 "rng": {"noise": noise_states, "torch": torch_states},
                 "train": asdict(config),
                 "restorer": restorer.config.to_dict(),
+                "data_fingerprint": dataset.fingerprint,
             },
         )
         save_loss_curve(log_path, out / "loss.png")
@@ -578,6 +624,16 @@ def _run(
                 bar.total = horizon * config.batch_size
                 bar.refresh()
         say(line)
+        if config.budget_minutes is None and context.device.type == "cpu":
+            hours = (horizon - step) / rate / 3600
+            if hours > LONG_CPU_HOURS:
+                say(
+                    f"warning: at this rate the {horizon - step} steps left "
+                    f"({config.epochs} epochs of {config.samples_per_epoch} samples, "
+                    f"{config.variant}) take about {_duration(hours)} on this CPU. For a CPU "
+                    "run pass a budget, e.g. --budget-minutes 30, and a small network, "
+                    "--variant tiny (the CPU recipe at the top of docs/diffdeblur.md)"
+                )
         if horizon - step + run_steps < FEW_STEPS:
             say(
                 f"warning: this run will take only about {horizon - step + run_steps} steps; "
