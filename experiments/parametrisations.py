@@ -120,7 +120,8 @@ def _train(args: argparse.Namespace, name: str, data: Path, run: Path, score) ->
         "--variant", args.variant, "--patch-size", str(args.patch_size),
         "--batch-size", str(args.batch_size), "--lr", str(args.lr),
         "--warmup-steps", "100", "--ema-decay", "0.999", "--seed", str(args.seed),
-        "--budget-minutes", str(args.budget_minutes / args.segments),
+        *(["--max-steps", str(args.max_steps)] if args.max_steps else
+          ["--budget-minutes", str(args.budget_minutes / args.segments)]),
         "--checkpoint-every", "1000000", "--validate-every", "1000000",
         "--precision", args.precision, "--device", "cpu",
         "--quiet", *(["--threads", str(args.threads)] if args.threads else []),
@@ -217,6 +218,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-minutes", type=float, default=10.0, help="per row (10)")
     parser.add_argument("--psf-size", type=int, default=32, help="Table 3: 16, 32 or 64")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="train each row for this many steps instead of a budget (to compare settings that "
+        "run at different speeds, such as --precision fp32 and bf16, at equal training)",
+    )
     parser.add_argument("--segments", type=int, default=1, help="learning-curve points per row")
     parser.add_argument("--curve-steps", type=int, default=1, help="sampling steps of the curve")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
@@ -254,6 +262,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="datasets and runs (large)")
     parser.add_argument("--out", type=Path, required=True, help="results: tables and pictures")
     args = parser.parse_args()
+    if args.max_steps is not None and (args.max_steps < 1 or args.segments != 1):
+        parser.error("--max-steps takes a positive number of steps, and one segment")
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -358,7 +368,9 @@ def _markdown(results: dict, args: argparse.Namespace) -> str:
     steps = args.sampling_steps
     noise = "no noise" if args.noise is None else f"σ = {args.noise[0]:g}, λ = {args.noise[1]:g}"
     lines = [
-        f"PSF {args.psf_size} px, {noise}; {args.budget_minutes:g} minutes per row; "
+        f"PSF {args.psf_size} px, {noise}; "
+        + (f"{args.max_steps} steps" if args.max_steps else f"{args.budget_minutes:g} minutes")
+        + f" per row, precision {args.precision}; "
         f"`{args.variant}`, {args.patch_size} px patches, batch {args.batch_size}, "
         f"lr {args.lr:g}, seed {args.seed}.",
         "",

@@ -9,6 +9,7 @@ tests that train run single-threaded and their subprocesses get ``OMP_NUM_THREAD
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from csb_generator.shard_checks import sha256_file
 
 # The tests import their helpers (restorer_support) from this folder, and prerequisites from its
 # parent.
@@ -100,7 +102,8 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def poisoned_dataset(csb_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of :func:`csb_dataset` whose blurred images are all NaN (sharp ones intact)."""
+    """A copy of :func:`csb_dataset` whose blurred images are all NaN (sharp ones intact), its
+    manifest's checksums rewritten to match, so that only the reader's range check refuses it."""
     copy = tmp_path_factory.mktemp("poisoned") / "random24"
     shutil.copytree(csb_dataset, copy)
     shards = sorted(copy.glob("shard-*.h5"))
@@ -108,6 +111,10 @@ def poisoned_dataset(csb_dataset: Path, tmp_path_factory: pytest.TempPathFactory
     for shard in shards:
         with h5py.File(shard, "r+") as handle:
             handle["blurred"][...] = np.nan
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        entry["sha256"] = sha256_file(copy / entry["file"])
+    (copy / "manifest.json").write_text(json.dumps(manifest))
     return copy
 
 

@@ -229,6 +229,47 @@ def test_checkpoint_without_configuration_or_weights_is_refused(tmp_path):
         load_restorer(tmp_path / "bad-config.pt")
 
 
+@pytest.mark.parametrize(
+    ("part", "field", "value", "needle"),
+    [
+        ("unet", "base_channels", 4096, "unet.base_channels = 4096 is not an integer in [1, 1536]"),
+        ("diffusion", "timesteps", 2e9, "diffusion.timesteps = 2000000000.0 is not an integer"),
+        ("unet", "channel_mult", [1, 2, 64], "unet.channel_mult = (1, 2, 64)"),
+        ("unet", "num_res_blocks", True, "unet.num_res_blocks = True"),
+        ("diffusion", "beta_end", float("nan"), "diffusion.beta_end = nan is not a finite"),
+        ("", "residual_scale", -1.0, "residual_scale = -1.0"),
+    ],
+    ids=["huge-width", "huge-timesteps", "huge-multiplier", "bool", "nan", "negative"],
+)
+def test_a_configuration_out_of_bounds_is_refused_before_any_allocation(
+    tmp_path, monkeypatch, part, field, value, needle
+):
+    state = _state(_model("refine"))
+    config = state["restorer"]
+    (config[part] if part else config)[field] = value
+    path = tmp_path / "crafted.pt"
+    save_checkpoint(path, state)
+
+    def no_network(*_args, **_kwargs):
+        raise AssertionError("a network was built from a configuration out of bounds")
+
+    monkeypatch.setattr("diffdeblur.checkpoint.Restorer", no_network)
+    with pytest.raises(CheckpointError, match=re.escape("crafted.pt")) as error:
+        load_restorer(path)
+    assert needle in str(error.value)
+
+
+def test_non_finite_weights_are_refused_naming_a_tensor(tmp_path):
+    model = _model("regression")
+    state = _state(model)
+    name = next(n for n, t in state["ema"].items() if t.is_floating_point())
+    state["ema"] = {**state["ema"], name: torch.full_like(state["ema"][name], float("nan"))}
+    save_checkpoint(tmp_path / "diverged.pt", state)
+    with pytest.raises(CheckpointError, match=r"diverged\.pt: 1 weight tensors hold NaN or inf"):
+        load_restorer(tmp_path / "diverged.pt")
+    assert isinstance(load_restorer(tmp_path / "diverged.pt", ema=False), Restorer)  # raw: finite
+
+
 # --- atomic writes ---------------------------------------------------------------------------
 
 

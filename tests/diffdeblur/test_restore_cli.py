@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from csb_generator.images import BUILTIN_PHOTOGRAPHS, read_image
-from diffdeblur.checkpoint import load_restorer
+from diffdeblur.checkpoint import load_checkpoint, load_restorer, save_checkpoint
 from diffdeblur.image_files import write_image
 from diffdeblur.samplers import SamplerSpec
 from diffdeblur.tiling import restore_image
@@ -100,6 +100,19 @@ def test_folder_input_format_option_and_refusals(
     command = [diffdeblur_cli, "restore", "--checkpoint", bad_checkpoint, inputs["small.png"]]
     refused = _run([*command, "--out", tmp_path / "x", *FAST], cli_env)
     assert refused.returncode == 2 and "bad.pt" in refused.stderr, _explain(refused)
+
+    # A diverged run's checkpoint: NaN weights would restore to black images.
+    state = load_checkpoint(tiny_checkpoint)
+    state["ema"] = {
+        name: torch.full_like(t, float("nan")) if t.is_floating_point() else t
+        for name, t in state["ema"].items()
+    }
+    save_checkpoint(tmp_path / "nan.pt", state)
+    command = [diffdeblur_cli, "restore", "--checkpoint", tmp_path / "nan.pt", inputs["small.png"]]
+    refused = _run([*command, "--out", tmp_path / "y", *FAST], cli_env)
+    assert refused.returncode == 2, _explain(refused)
+    assert "nan.pt" in refused.stderr and "hold NaN or inf" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "y").exists()
 
 
 def test_an_unreadable_image_fails_alone(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from csb_generator import DatasetFormatError
 from diffdeblur.checkpoint import load_checkpoint, load_restorer, save_checkpoint
 from diffdeblur.config import DiffusionConfig, RestorerConfig
 from diffdeblur.restorer import restorer_config
@@ -407,28 +408,41 @@ def test_cosine_learning_rate_warms_up_then_decays_to_zero_at_the_horizon(tmp_pa
 # --- stopping on a non-finite loss -----------------------------------------------------------
 
 
-def test_non_finite_loss_on_the_first_step_stops_without_a_checkpoint(poisoned_dataset, tmp_path):
+def test_a_diverging_run_stops_at_its_first_non_finite_loss_without_a_checkpoint(
+    csb_dataset, tmp_path
+):
+    # Learning rate 1e30: step 0 is finite, its update overflows the network, step 1 is not.
     out = tmp_path / "run"
-    with pytest.raises(NonFiniteLoss, match=r"nan at step 0\b"):
-        _train(_config(poisoned_dataset, out))
+    with pytest.raises(NonFiniteLoss, match=r"(inf|nan) at step 1\b.*no checkpoint"):
+        _train(_config(csb_dataset, out, lr=1e30, warmup_steps=0))
     assert not (out / "checkpoint.pt").exists()
     assert not list(out.glob(".checkpoint.pt.tmp*"))
 
 
-def test_non_finite_loss_keeps_the_last_checkpoint_unchanged(
+def test_a_diverging_run_keeps_its_last_checkpoint(csb_dataset, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match=r"at step 1\b") as caught:
+        _train(_config(csb_dataset, out, lr=1e30, warmup_steps=0, checkpoint_every=1))
+    checkpoint = out / "checkpoint.pt"
+    assert str(checkpoint) in str(caught.value) and "is kept" in str(caught.value)
+    assert load_checkpoint(checkpoint)["step"] == 1
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_data_turned_nan_is_refused_and_the_checkpoint_kept_unchanged(
     csb_dataset, poisoned_dataset, tmp_path
 ):
-    """Two good steps with a checkpoint each; the run is then resumed on data whose blurred
-    images have turned to NaN: it stops at step 2, naming it, and the checkpoint keeps step 2."""
+    """Two good steps with a checkpoint each; the run is then resumed on a copy of its data
+    whose blurred images have turned to NaN: the reader refuses the first sample, naming its
+    shard, and the checkpoint and log keep step 2."""
     out = tmp_path / "run"
     good = _config(csb_dataset, out, checkpoint_every=1)
     assert _train(replace(good, max_steps=2)).step == 2
     checkpoint = out / "checkpoint.pt"
     before = checkpoint.read_bytes()
     log_before = (out / "log.jsonl").read_text()
-    with pytest.raises(NonFiniteLoss, match=r"nan at step 2\b") as caught:
+    with pytest.raises(DatasetFormatError, match=r"shard-0000\d\.h5: sample \d+: 'blurred'"):
         _train(replace(good, data=str(poisoned_dataset)), resume=True)
-    assert str(checkpoint) in str(caught.value)
     assert checkpoint.read_bytes() == before
     assert load_checkpoint(checkpoint)["step"] == 2
     assert (out / "log.jsonl").read_text() == log_before

@@ -9,6 +9,9 @@ time, and are checked one by one.
 from __future__ import annotations
 
 import json
+import re
+import resource
+import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -211,15 +214,56 @@ def test_bad_usage_in_process_exits_2(csb_dataset, tmp_path, name):
 
 
 @pytest.mark.slow
-def test_non_finite_loss_exits_1_naming_the_step(
+def test_non_finite_loss_exits_1_naming_the_step(diffdeblur_cli, cli_env, csb_dataset, tmp_path):
+    out = tmp_path / "run"
+    diverging = ["--lr", "1e30", "--warmup-steps", "0"]
+    result = _run(
+        [diffdeblur_cli, "train", "--data", csb_dataset, "--out", out, *SHORT, *diverging], cli_env
+    )
+    assert result.returncode == 1, _explain(result)
+    assert re.search(r"error: the loss is (inf|nan) at step 1\b", result.stderr)
+    assert "Traceback" not in result.stderr
+    assert not (out / "checkpoint.pt").exists()
+
+
+def _limit_file_size() -> None:
+    """A full disk, simulated: writes beyond 2 MB fail with EFBIG (the signal is ignored)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+
+
+@pytest.mark.slow
+def test_a_failed_checkpoint_write_is_one_line_and_exit_1(
+    diffdeblur_cli, cli_env, csb_dataset, tmp_path
+):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [str(p) for p in (diffdeblur_cli, "train", "--data", csb_dataset, "--out", out, *SHORT)],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        timeout=300,
+        preexec_fn=_limit_file_size,
+    )
+    assert result.returncode == 1, _explain(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "checkpoint.pt failed (is the disk full?)" in errors[0]
+    assert str(out) in errors[0] and "--resume" in errors[0]
+    assert "Traceback" not in result.stderr, _explain(result)
+    assert not (out / "checkpoint.pt").exists()
+    assert not list(out.glob(".checkpoint.pt.tmp-*"))
+
+
+@pytest.mark.slow
+def test_out_of_range_data_exits_2_naming_the_shard(
     diffdeblur_cli, cli_env, poisoned_dataset, tmp_path
 ):
     out = tmp_path / "run"
     result = _run(
         [diffdeblur_cli, "train", "--data", poisoned_dataset, "--out", out, *SHORT], cli_env
     )
-    assert result.returncode == 1, _explain(result)
-    assert "error: the loss is nan at step 0" in result.stderr
+    assert result.returncode == 2, _explain(result)
+    assert re.search(r"shard-0000\d\.h5: sample \d+: 'blurred' has values outside", result.stderr)
     assert "Traceback" not in result.stderr
     assert not (out / "checkpoint.pt").exists()
 

@@ -125,14 +125,16 @@ def test_restorer_comparison_runs_end_to_end_at_ci_size(tmp_path, lpips_weights)
 def test_the_comparison_runs_on_table_4_noisy_data(tmp_path, lpips_weights):
     out = tmp_path / "results"
     _run([ROOT / "experiments" / "parametrisations.py", "--rows", "regression", "--psf-size",
-          "16", "--noise", "4", "48000", "--budget-minutes", "0.05", "--train-count", "8",
+          "16", "--noise", "4", "48000", "--max-steps", "2", "--train-count", "8",
           "--test-count", "2", "--sampling-steps", "1", "--extra-photographs", "none",
           "--threads", "1", "--lpips-weights", lpips_weights, "--work", tmp_path / "w",
           "--out", out])  # fmt: skip
     for folder in ("train", "test"):
         for sample in open_dataset(tmp_path / "w" / folder):
             assert (sample["sigma"], sample["lam"], sample["exposure"]) == (4, 48000, 1)
-    assert (out / "results.md").read_text().startswith("PSF 16 px, σ = 4, λ = 48000;")
+    assert (out / "results.md").read_text().startswith("PSF 16 px, σ = 4, λ = 48000; 2 steps")
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert rows["regression"]["steps_trained"] == 2
 
 
 def test_the_kernel_estimator_alone_runs_and_scores_its_marks(tmp_path):

@@ -18,7 +18,7 @@ from .psf import (
     random_psf,
 )
 from .rng import dataset_rng, sample_rng
-from .shards import DatasetFormatError, ShardDataset, TSweepDataset, open_dataset
+from .shards import DatasetFormatError, ShardDataset, TSweepDataset, open_dataset, verify_dataset
 from .trajectory import Trajectory, linear_trajectory, random_trajectory, trajectory_from_draws
 
 try:
@@ -50,4 +50,5 @@ __all__ = [
     "random_trajectory",
     "sample_rng",
     "trajectory_from_draws",
+    "verify_dataset",
 ]

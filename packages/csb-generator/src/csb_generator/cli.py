@@ -14,10 +14,11 @@ from fractions import Fraction
 
 import click
 
-from .generate import OutputError, plan_generation, run_generation
+from .generate import OutputBusy, OutputError, plan_generation, run_generation
 from .images import BUILTIN_PHOTOGRAPHS, SourceError
 from .modes import BLURRED_DTYPES, MODES, OptionError, resolve_options
 from .psf import TrajectoryOutsideGrid
+from .shards import DatasetFormatError, verify_dataset
 
 EPILOG = """
 \b
@@ -36,6 +37,7 @@ Examples (the thesis's datasets):
   Figure 4, linear: csb-generate --mode tsweep --trajectory linear --out data/f4-linear
   Figure 4, shaky:  csb-generate --mode tsweep --trajectory random --out data/f4-shaky
   Your photos:      csb-generate --mode random --source ~/photos --downscale 2 --out data/mine
+  Check a dataset you were given:  csb-generate --verify data/t3-psf32
   One machine's share of a cluster job (then rerun without the two options to join):
                     csb-generate --mode random --out /shared/d --shard-index 3 --num-shards 8
 \b
@@ -63,6 +65,22 @@ class NumberList(click.ParamType):
 
 
 NUMBERS = NumberList()
+
+
+def _verify(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``--verify DIR``: check a dataset and report, instead of generating one."""
+    if value is None or ctx.resilient_parsing:
+        return
+    try:
+        checked = verify_dataset(value)
+    except DatasetFormatError as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(2)
+    click.echo(
+        f"{value}: OK, {checked['samples']} samples in {checked['shards']} shards of "
+        f"{checked['datasets']} dataset(s): structure, SHA-256 and value ranges checked"
+    )
+    ctx.exit(0)
 
 
 def _print_builtin(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -98,6 +116,16 @@ def _print_builtin(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     is_eager=True,
     callback=_print_builtin,
     help="List the built-in photographs and exit.",
+)
+@click.option(
+    "--verify",
+    type=click.Path(path_type=str),
+    expose_value=False,
+    is_eager=True,
+    callback=_verify,
+    metavar="DIR",
+    help="Check the dataset in DIR (links, external storage, dtypes and shapes, each shard's "
+    "SHA-256, every sample's value ranges), report and exit: 0 if sound, 2 if not.",
 )
 @click.option("--count", type=int, default=1000, show_default=True, help="Samples (per T part).")
 @click.option("--image-size", type=int, default=64, show_default=True, help="Crop side, px.")
@@ -212,6 +240,9 @@ def main(**args) -> None:
         )
     except OptionError as error:
         raise click.BadParameter(str(error).split(": ", 1)[1], param_hint=error.option) from None
+    except OutputBusy as error:  # not the command's fault: the same command works later
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
     except (OutputError, SourceError, TrajectoryOutsideGrid, ValueError) as error:
         raise click.UsageError(str(error)) from None
     except OSError as error:  # the machine's doing (permissions, a full disk), not the user's

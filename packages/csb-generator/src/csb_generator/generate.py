@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
 import shutil
 import signal
 import threading
@@ -29,6 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): runs on one folder are not locked against each other
+    fcntl = None
 
 from .images import SourceError, SourceImage, scan_sources
 from .modes import DatasetOptions, SampleMaker
@@ -47,6 +53,7 @@ from .shards import (
 __all__ = [
     "GenerationPlan",
     "GenerationReport",
+    "OutputBusy",
     "OutputError",
     "generate_dataset",
     "plan_generation",
@@ -66,6 +73,10 @@ DEPENDENCIES = ("numpy", "scipy", "numba", "h5py", "imageio", "scikit-image", "p
 
 class OutputError(ValueError):
     """The output folder cannot be used: it is a file, or holds a different dataset."""
+
+
+class OutputBusy(OutputError):
+    """Another ``csb-generate`` process on this machine is writing the output folder."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,9 @@ class GenerationPlan:
     fingerprint: str
     maker: SampleMaker
     input_files: dict[str, dict[str, str]]
+    #: Descriptor of the output folder holding this run's lock (:func:`_lock_output`), closed
+    #: by :func:`run_generation`.
+    lock: int | None = None
 
     @property
     def samples_to_write(self) -> int:
@@ -213,6 +227,33 @@ def _check_output(out: Path, fingerprint: str, overwrite: bool) -> None:
     )
 
 
+def _lock_output(out: Path, shared: bool) -> int | None:
+    """An advisory lock (``flock``) on the output folder, held until the descriptor is closed
+    (or the process ends): exclusive for a lone run, shared for a ``--shard-index`` part, since
+    the parts of one dataset may run side by side on one machine. Another process's conflicting
+    lock refuses the run at once; it never waits.
+    """
+    if fcntl is None:
+        return None
+    descriptor = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise OutputBusy(
+            f"--out {out} is being written by another csb-generate process on this machine; "
+            "wait for it to end (then rerun the same command: it resumes, or finds the dataset "
+            "complete), or choose another folder"
+        ) from None
+    return descriptor
+
+
+def _unlock(plan: GenerationPlan) -> None:
+    if plan.lock is not None:
+        os.close(plan.lock)
+        plan.lock = None
+
+
 def _complete_shards(folder: Path, shards: Sequence[tuple[int, int, int]]) -> set[int]:
     """Shards whose file exists and matches the hash recorded when it was written."""
     complete = set()
@@ -267,6 +308,10 @@ def plan_generation(
     ------
     OutputError
         If ``out`` is a file or holds a different dataset (without ``overwrite``).
+    OutputBusy
+        If another process on this machine is writing ``out`` (a lone run, or another part
+        when this one is a lone run). The plan holds a lock on ``out`` until
+        :func:`run_generation` ends, or the process does.
     csb_generator.images.SourceError
         If the source folder is missing or unreadable, or no usable image remains.
     """
@@ -294,8 +339,41 @@ def plan_generation(
     maker = SampleMaker(options, scan.usable)
     input_files = _input_files(maker)
     fingerprint = _fingerprint(options, scan.usable, input_files)
-    _check_output(out, fingerprint, overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    lock = _lock_output(out, shared=shard_index is not None)
+    try:
+        _check_output(out, fingerprint, overwrite)
+        parts, tasks, kept = _prepare_output(out, options, fingerprint, shard_index, num_shards)
+    except BaseException:
+        if lock is not None:
+            os.close(lock)
+        raise
+    return GenerationPlan(
+        options=options,
+        out=out,
+        source_root=root,
+        sources=scan.usable,
+        skipped=list(scan.skipped),
+        parts=parts,
+        tasks=tasks,
+        kept=kept,
+        is_part=shard_index is not None,
+        fingerprint=fingerprint,
+        maker=maker,
+        input_files=input_files,
+        lock=lock,
+    )
+
+
+def _prepare_output(
+    out: Path,
+    options: DatasetOptions,
+    fingerprint: str,
+    shard_index: int | None,
+    num_shards: int | None,
+) -> tuple[list[tuple[Path, float | None]], list[ShardTask], int]:
+    """Record the plan in ``out``, make the part folders, and list the shards to write (this
+    run's share) and the complete ones kept: ``(parts, tasks, kept)``."""
     if shard_index is None:  # a lone run owns the folder: temporaries left by a kill are stale
         _remove(sorted(out.glob(".shard-*.tmp-*")) + sorted(out.glob("T-*/.shard-*.tmp-*")))
     write_json_atomic(
@@ -320,20 +398,7 @@ def plan_generation(
                 kept += 1
             else:
                 tasks.append(ShardTask(folder, exposure, shard, first, count))
-    return GenerationPlan(
-        options=options,
-        out=out,
-        source_root=root,
-        sources=scan.usable,
-        skipped=list(scan.skipped),
-        parts=parts,
-        tasks=tasks,
-        kept=kept,
-        is_part=shard_index is not None,
-        fingerprint=fingerprint,
-        maker=maker,
-        input_files=input_files,
-    )
+    return parts, tasks, kept
 
 
 def _shard_attrs(plan_options: DatasetOptions, fingerprint: str, task: ShardTask) -> dict:
@@ -577,6 +642,19 @@ def run_generation(
     """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    try:
+        return _run_locked(plan, workers, scheduler, progress, preview)
+    finally:
+        _unlock(plan)
+
+
+def _run_locked(
+    plan: GenerationPlan,
+    workers: int,
+    scheduler: str | None,
+    progress: Callable[[int], None] | None,
+    preview: bool,
+) -> GenerationReport:
     report = GenerationReport(out=plan.out, shards_kept=plan.kept, skipped=plan.skipped)
     maker = plan.maker
     tick = progress or (lambda count: None)

@@ -1,9 +1,10 @@
-"""The on-disk dataset format: HDF5 shards and a JSON manifest (``shared/spec/shards.md``).
+"""The on-disk dataset format: HDF5 shards and a JSON manifest (docs/format.md).
 
 A dataset folder holds ``shard-NNNNN.h5`` files and, written last, ``manifest.json``. A T-sweep
 folder holds one such dataset per exposure in ``T-<value>/`` sub-folders and a top-level manifest
 that lists them. Everything here is readable with plain h5py and json; this module adds atomic
-writing and a reader that is safe under multi-process data loaders.
+writing and a reader that is safe under multi-process data loaders and checks what it reads
+(:mod:`csb_generator.shard_checks`: shards are untrusted input).
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .shard_checks import (
+    DatasetFormatError,
+    check_sample,
+    check_shard_file,
+    inside_folder,
+    sha256_file,
+    shard_sha256,
+)
+
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -29,6 +39,7 @@ __all__ = [
     "read_manifest",
     "sha256_file",
     "shard_name",
+    "verify_dataset",
     "write_json_atomic",
     "write_shard",
 ]
@@ -119,22 +130,9 @@ def _value_range(array: np.ndarray) -> str:
     return f"[0, 1] ({array.dtype.name}, fraction of full scale)"
 
 
-class DatasetFormatError(ValueError):
-    """A path is not a complete dataset of this format, or its files disagree with each other."""
-
-
 def shard_name(shard: int) -> str:
     """File name of shard number ``shard``: ``shard-00000.h5`` and so on."""
     return f"shard-{shard:05d}.h5"
-
-
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -293,6 +291,17 @@ class ShardDataset:
     ----------
     folder : str or Path
         A folder with ``manifest.json`` and its shards.
+    verify : bool, optional
+        Check each shard's SHA-256 against the manifest when the dataset is opened (default;
+        once per process and file). False skips that for speed. The structural checks of
+        :mod:`~csb_generator.shard_checks` (no external storage or links, the format's dtypes
+        and shapes) and the per-sample range checks always run.
+
+    Raises
+    ------
+    DatasetFormatError
+        If the manifest or a shard is incomplete, damaged, not the manifest's, or breaks a rule
+        of the format; the message names the file and the rule.
 
     Examples
     --------
@@ -302,21 +311,41 @@ class ShardDataset:
     ((64, 64, 3), 1.0)
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, verify: bool = True):
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
+        manifest_path = self.folder / MANIFEST_NAME
+        shards, total = self.manifest.get("shards"), self.manifest.get("count")
+        if not isinstance(shards, list) or not _is_count(total):
+            raise DatasetFormatError(
+                f"{manifest_path}: needs 'shards', a list, and 'count', an integer >= 0"
+            )
         entries = []
         expected = 0
-        for shard in self.manifest["shards"]:
-            if shard["first_index"] != expected:
-                raise DatasetFormatError(f"{self.folder}: shards do not cover a contiguous range")
-            entries.append(_ShardEntry(self.folder / shard["file"], expected, shard["count"]))
+        for number, shard in enumerate(shards):
+            if not isinstance(shard, dict) or not _is_count(shard.get("count")):
+                raise DatasetFormatError(f"{manifest_path}: shard entry {number} has no count")
+            if shard.get("first_index") != expected:
+                raise DatasetFormatError(f"{manifest_path}: shards do not cover a contiguous range")
+            path = inside_folder(self.folder, shard.get("file"), manifest_path, "shard file")
+            entries.append(_ShardEntry(path, expected, shard["count"]))
             expected += shard["count"]
-        if expected != self.manifest["count"]:
-            raise DatasetFormatError(f"{self.folder}: shard counts do not add up to the total")
+        if expected != total:
+            raise DatasetFormatError(f"{manifest_path}: shard counts do not add up to the total")
         missing = [str(entry.path) for entry in entries if not entry.path.is_file()]
         if missing:
             raise DatasetFormatError(f"{self.folder}: missing shard files {missing}")
+        for shard, entry in zip(shards, entries, strict=True):
+            if verify and shard_sha256(entry.path) != shard.get("sha256"):
+                raise DatasetFormatError(
+                    f"{entry.path}: its SHA-256 is not the manifest's: the file was changed or "
+                    "damaged after it was written (regenerate it: rerun the csb-generate command)"
+                )
+            try:
+                with h5py.File(entry.path, "r") as handle:
+                    check_shard_file(handle, entry.path, entry.count)
+            except OSError as error:
+                raise DatasetFormatError(f"cannot read {entry.path}: {error}") from error
         self._entries = entries
         self._starts = np.array([entry.first_index for entry in entries], dtype=np.int64)
         self._handles: dict[int, h5py.File] = {}
@@ -350,9 +379,16 @@ class ShardDataset:
         if not 0 <= index < size:
             raise IndexError(f"sample {index} out of range for a dataset of {size}")
         shard = int(np.searchsorted(self._starts, index, side="right") - 1)
-        offset = index - self._entries[shard].first_index
-        handle = self._handle(shard)
-        return {name: handle[name][offset] for name in handle}
+        entry = self._entries[shard]
+        try:
+            handle = self._handle(shard)
+            sample = {name: handle[name][index - entry.first_index] for name in handle}
+        except OSError as error:  # a truncated or damaged file: name it
+            raise DatasetFormatError(
+                f"cannot read sample {index} from {entry.path}: {error}"
+            ) from error
+        check_sample(sample, entry.path, index)
+        return sample
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for index in range(len(self)):
@@ -394,16 +430,29 @@ class TSweepDataset:
         The trajectory shared by every part (positions in pixels).
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, verify: bool = True):
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
+        manifest_path = self.folder / MANIFEST_NAME
+        parts = self.manifest.get("parts")
+        if not isinstance(parts, list) or not all(
+            isinstance(part, dict) and isinstance(part.get("exposure"), int | float)
+            for part in parts
+        ):
+            raise DatasetFormatError(f"{manifest_path}: 'parts' must list folders and exposures")
         self.parts = {
-            float(part["exposure"]): ShardDataset(self.folder / part["folder"])
-            for part in self.manifest["parts"]
+            float(part["exposure"]): ShardDataset(
+                inside_folder(self.folder, part.get("folder"), manifest_path, "part folder"),
+                verify=verify,
+            )
+            for part in parts
         }
-        self.trajectory = np.load(
-            self.folder / self.manifest["trajectory_file"], allow_pickle=False
-        )
+        trajectory = self.manifest.get("trajectory_file")
+        path = inside_folder(self.folder, trajectory, manifest_path, "trajectory file")
+        try:
+            self.trajectory = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise DatasetFormatError(f"cannot read {path}: {error}") from error
         self._sizes = np.cumsum([len(part) for part in self.parts.values()])
 
     @property
@@ -433,13 +482,16 @@ class TSweepDataset:
         return f"TSweepDataset({str(self.folder)!r}, exposures={self.exposures})"
 
 
-def open_dataset(path: str | Path) -> ShardDataset | TSweepDataset:
-    """Open a dataset written by ``csb-generate``.
+def open_dataset(path: str | Path, verify: bool = True) -> ShardDataset | TSweepDataset:
+    """Open a dataset written by ``csb-generate``, checking it as untrusted input.
 
     Parameters
     ----------
     path : str or Path
         The dataset folder (the ``--out`` of ``csb-generate``), or one ``T-*`` part of a T-sweep.
+    verify : bool, optional
+        Check every shard's SHA-256 against the manifest (default); False skips it for speed
+        (:class:`ShardDataset`).
 
     Returns
     -------
@@ -449,9 +501,48 @@ def open_dataset(path: str | Path) -> ShardDataset | TSweepDataset:
     Raises
     ------
     DatasetFormatError
-        If the folder is not a complete dataset; the message says why.
+        If the folder is not a complete dataset, or a file in it breaks a rule of the format
+        (:mod:`~csb_generator.shard_checks`); the message names the file and the rule.
     """
     manifest = read_manifest(path)
     if "parts" in manifest:
-        return TSweepDataset(path)
-    return ShardDataset(path)
+        return TSweepDataset(path, verify=verify)
+    return ShardDataset(path, verify=verify)
+
+
+def verify_dataset(path: str | Path) -> dict[str, int]:
+    """Check a whole dataset as untrusted input: every shard's structure and SHA-256, then
+    every sample's values (:mod:`~csb_generator.shard_checks`). ``csb-generate --verify``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A dataset folder, a T-sweep or one of its parts.
+
+    Returns
+    -------
+    dict
+        ``{"datasets": ..., "shards": ..., "samples": ...}``: what was checked.
+
+    Raises
+    ------
+    DatasetFormatError
+        At the first file or sample that breaks a rule; the message names it and the rule.
+    """
+    dataset = open_dataset(path, verify=True)
+    parts = list(dataset.parts.values()) if isinstance(dataset, TSweepDataset) else [dataset]
+    try:
+        for part in parts:
+            for index in range(len(part)):
+                part[index]
+    finally:
+        dataset.close()
+    return {
+        "datasets": len(parts),
+        "shards": sum(len(part.manifest["shards"]) for part in parts),
+        "samples": sum(len(part) for part in parts),
+    }
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .config import RestorerConfig
+from .config import RestorerConfig, check_limits
 from .restorer import Restorer
 from .torch_files import is_torch_archive, load_plain, save_atomic
 
@@ -103,9 +103,22 @@ def restorer_from_checkpoint(
     """
     try:
         config = RestorerConfig.from_dict(state["restorer"])
+        check_limits(config)  # before the network is allocated
         weights = state["ema" if ema else "model"]
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} lacks a valid configuration or weights: {error}") from error
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: its weights are not a state dict")
+    broken = [
+        name
+        for name, tensor in weights.items()
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not tensor.isfinite().all()
+    ]
+    if broken:
+        raise CheckpointError(
+            f"{path}: {len(broken)} weight tensors hold NaN or inf (first: {broken[0]}); the run "
+            "that wrote it diverged. Use an earlier checkpoint, or retrain with a lower --lr"
+        )
     model = Restorer(config)
     try:
         model.load_state_dict(weights)

@@ -26,10 +26,11 @@ Examples:
   diffdeblur train --data data/t3-psf32 --out runs/thesis --variant base --parametrisation sharp \\
       --prediction eps
   # A CPU budget: a tiny network on the bridge from the blurred image, 30 minutes
-  diffdeblur train --data data/t3-psf32 --out runs/cpu --variant tiny --parametrisation bridge \\
+  csb-generate --mode random --psf-size 32 --image-size 96 --out data/cpu-psf32
+  diffdeblur train --data data/cpu-psf32 --out runs/cpu --variant tiny --parametrisation bridge \\
       --batch-size 8 --lr 1e-3 --budget-minutes 30
   # Continue a run (also after a budget stop or an interruption)
-  diffdeblur train --data data/t3-psf32 --out runs/cpu --variant tiny --parametrisation bridge \\
+  diffdeblur train --data data/cpu-psf32 --out runs/cpu --variant tiny --parametrisation bridge \\
       --batch-size 8 --lr 1e-3 --budget-minutes 30 --resume
   # Several processes or machines (DistributedDataParallel; only rank 0 writes)
   torchrun --nproc-per-node 2 -m diffdeblur.cli train --data data/t3-psf32 --out runs/ddp
@@ -159,6 +160,14 @@ def train(resume: bool, quiet: bool, **options) -> None:
         raise click.UsageError(str(error)) from None
     except NonFiniteLoss as error:
         click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    except OSError as error:  # the machine's doing (a full disk, permissions), not the user's
+        where = f" ({error.filename})" if error.filename else ""
+        click.echo(
+            f"error: {error.strerror or error}{where} while training into {options['out']}; "
+            "the last complete checkpoint is kept (rerun with --resume when that is fixed)",
+            err=True,
+        )
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted: the last checkpoint is kept; rerun with --resume", err=True)
@@ -395,7 +404,7 @@ def restore(
                         device=device,
                         progress=bar.update,
                     )
-                except ValueError as error:  # e.g. an image smaller than the model's kernels
+                except ValueError as error:  # e.g. an image of less than 2 x 2 px
                     click.echo(f"error: {source}: {error}", err=True)
                     failed += 1
                     continue

@@ -10,6 +10,7 @@ field can be overridden, so variants combine (``improved`` is all of them at onc
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ __all__ = [
     "DiffusionConfig",
     "RestorerConfig",
     "UNetConfig",
+    "check_limits",
     "unet_variant",
 ]
 
@@ -295,6 +297,85 @@ def _check_keys(cls: type, document: dict[str, Any], exclude: set[str] = frozens
     unknown = set(document) - known
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+
+
+#: Integer fields and their sane ranges (inclusive), about 8 times the largest preset: a
+#: configuration outside them is refused before a network is built from it, so a crafted
+#: checkpoint cannot start a multi-gigabyte allocation.
+_INTEGER_LIMITS: dict[str, tuple[int, int]] = {
+    "in_channels": (1, 64),
+    "out_channels": (1, 64),
+    "base_channels": (1, 1536),
+    "num_res_blocks": (0, 16),
+    "num_heads": (1, 64),
+    "head_channels": (0, 1024),
+    "timesteps": (1, 100_000),
+    "image_channels": (1, 3),
+    "kernel_size": (3, 513),
+    "estimator_channels": (1, 512),
+}
+#: Integer tuples: (most entries, (smallest, largest) entry).
+_TUPLE_LIMITS: dict[str, tuple[int, tuple[int, int]]] = {
+    "channel_mult": (8, (1, 16)),
+    "attention_factors": (8, (1, 256)),
+    "estimator_dilations": (16, (1, 256)),
+}
+#: Real fields and their ranges (inclusive), finite.
+_REAL_LIMITS: dict[str, tuple[float, float]] = {
+    "dropout": (0.0, 0.99),
+    "beta_start": (1e-8, 0.5),
+    "beta_end": (1e-8, 0.999),
+    "bridge_noise": (0.0, 10.0),
+    "residual_scale": (1e-3, 1e3),
+    "balance": (1e-12, 1e6),
+    "kernel_weight": (0.0, 1e6),
+}
+
+
+def check_limits(config: RestorerConfig) -> None:
+    """Check every numeric field of ``config`` against its sane range, before any allocation.
+
+    Integers must be integers (not floats such as ``2e9``, not booleans), reals finite.
+
+    Raises
+    ------
+    ValueError
+        Naming the first field out of range, its value and the range.
+    """
+    parts = [("", config), ("unet.", config.unet), ("diffusion.", config.diffusion)]
+    if config.regressor is not None:
+        parts.append(("regressor.", config.regressor))
+    if config.deconvolution is not None:
+        parts.append(("deconvolution.", config.deconvolution))
+    for prefix, part in parts:
+        for item in fields(part):
+            name, value = item.name, getattr(part, item.name)
+            where = f"{prefix}{name} = {value!r}"
+            if name in _INTEGER_LIMITS:
+                low, high = _INTEGER_LIMITS[name]
+                if not _is_int(value) or not low <= value <= high:
+                    raise ValueError(f"{where} is not an integer in [{low}, {high}]")
+            elif name in _TUPLE_LIMITS:
+                most, (low, high) = _TUPLE_LIMITS[name]
+                if (
+                    not isinstance(value, tuple)
+                    or len(value) > most
+                    or not all(_is_int(entry) and low <= entry <= high for entry in value)
+                ):
+                    raise ValueError(f"{where} is not up to {most} integers in [{low}, {high}]")
+            elif name in _REAL_LIMITS:
+                low, high = _REAL_LIMITS[name]
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not math.isfinite(value)
+                    or not low <= value <= high
+                ):
+                    raise ValueError(f"{where} is not a finite number in [{low:g}, {high:g}]")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _dataclass_from(cls: type, document: dict[str, Any]) -> Any:

@@ -50,13 +50,21 @@ def save_atomic(path: str | Path, obj: Any) -> None:
     """``torch.save`` to a temporary name in the same folder, flush, then rename to ``path``.
 
     The temporaries that killed writers left beside ``path`` are removed first.
+
+    Raises
+    ------
+    OSError
+        If the write fails (a full disk, say); ``path`` is then left as it was.
     """
     path = Path(path)
     _remove_stale_temporaries(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
+            try:
+                torch.save(obj, handle)
+            except RuntimeError as error:  # torch's zip writer reports a failed write this way
+                raise OSError(f"writing {path} failed (is the disk full?): {error}") from error
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
