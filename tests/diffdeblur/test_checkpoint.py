@@ -238,8 +238,9 @@ def test_checkpoint_without_configuration_or_weights_is_refused(tmp_path):
         ("unet", "num_res_blocks", True, "unet.num_res_blocks = True"),
         ("diffusion", "beta_end", float("nan"), "diffusion.beta_end = nan is not a finite"),
         ("", "residual_scale", -1.0, "residual_scale = -1.0"),
+        ("unet", "base_channels", 1536, "base_channels * max(channel_mult) = 3072 channels"),
     ],
-    ids=["huge-width", "huge-timesteps", "huge-multiplier", "bool", "nan", "negative"],
+    ids=["huge-width", "huge-timesteps", "huge-multiplier", "bool", "nan", "negative", "widest"],
 )
 def test_a_configuration_out_of_bounds_is_refused_before_any_allocation(
     tmp_path, monkeypatch, part, field, value, needle

@@ -320,6 +320,9 @@ _TUPLE_LIMITS: dict[str, tuple[int, tuple[int, int]]] = {
     "attention_factors": (8, (1, 256)),
     "estimator_dilations": (16, (1, 256)),
 }
+#: Channels of a network's widest level (``base_channels * max(channel_mult)``), at most: the
+#: per-field limits alone would still allow multi-gigabyte layers. The largest preset has 384.
+WIDEST_CHANNELS = 2048
 #: Real fields and their ranges (inclusive), finite.
 _REAL_LIMITS: dict[str, tuple[float, float]] = {
     "dropout": (0.0, 0.99),
@@ -372,6 +375,14 @@ def check_limits(config: RestorerConfig) -> None:
                     or not low <= value <= high
                 ):
                     raise ValueError(f"{where} is not a finite number in [{low:g}, {high:g}]")
+    for prefix, network in (("unet", config.unet), ("regressor", config.regressor)):
+        if network is not None and network.channel_mult:
+            widest = network.base_channels * max(network.channel_mult)
+            if widest > WIDEST_CHANNELS:
+                raise ValueError(
+                    f"{prefix}: base_channels * max(channel_mult) = {widest} channels, more than "
+                    f"{WIDEST_CHANNELS}"
+                )
 
 
 def _is_int(value: Any) -> bool:
