@@ -176,7 +176,7 @@ def test_everything_the_examples_wrote_is_ignored_by_git(folder: Path):
     land in a clone, is covered by .gitignore, so that nobody commits it by accident."""
     written = [p for p in folder.iterdir() if p.name not in USER_FILES]
     if not any(p.name == "runs" for p in written):
-        pytest.skip("the examples did not run (run the whole module)")
+        missing_prerequisite("The examples did not run first (run the whole module).")
     names = [p.name + ("/" if p.is_dir() else "") for p in written]
     result = subprocess.run(
         ["git", "-C", str(ROOT), "check-ignore", "--no-index", "--verbose", "--non-matching",

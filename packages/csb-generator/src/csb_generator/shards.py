@@ -68,6 +68,12 @@ SAMPLE_FIELDS = (
     "trajectory",
 )
 
+
+def _trajectory_parameter(what: str) -> tuple[str, str, str]:
+    """The attributes of a dimensionless trajectory parameter's dataset."""
+    return (f"{what} (NaN for disk and file kernels)", "(N,)", "dimensionless")
+
+
 #: What each per-sample dataset holds, stored as its attributes ``description``, ``layout`` and
 #: ``units`` (units or range) so that h5py or ``h5dump -A`` alone tells a reader; docs/format.md
 #: has the same table. None: an image, whose range is written from its dtype (:func:`_value_range`).
@@ -91,26 +97,10 @@ DATASET_ATTRIBUTES: dict[str, tuple[str, str, str | None]] = {
     ),
     "sigma": ("read-noise standard deviation (0: none)", "(N,)", "8-bit grey levels"),
     "length": ("trajectory path length (NaN for disk and file kernels)", "(N,)", "pixels"),
-    "anxiety": (
-        "trajectory shakiness, 0 a straight segment (NaN for disk and file kernels)",
-        "(N,)",
-        "dimensionless",
-    ),
-    "centripetal": (
-        "trajectory pull back towards its start (NaN for disk and file kernels)",
-        "(N,)",
-        "dimensionless",
-    ),
-    "gaussian": (
-        "scale of the trajectory's random pushes (NaN for disk and file kernels)",
-        "(N,)",
-        "dimensionless",
-    ),
-    "freq_big_shakes": (
-        "frequency of the trajectory's abrupt inversions (NaN for disk and file kernels)",
-        "(N,)",
-        "dimensionless",
-    ),
+    "anxiety": _trajectory_parameter("trajectory shakiness, 0 a straight segment"),
+    "centripetal": _trajectory_parameter("trajectory pull back towards its start"),
+    "gaussian": _trajectory_parameter("scale of the trajectory's random pushes"),
+    "freq_big_shakes": _trajectory_parameter("frequency of the trajectory's abrupt inversions"),
     "index": ("sample index in the whole dataset", "(N,)", "0 to count - 1"),
     "source": ("index into the manifest's sources", "(N,)", "0 to len(sources) - 1"),
     "crop": ("crop box (top, left, height, width) in the downscaled source", "(N, 4)", "pixels"),
