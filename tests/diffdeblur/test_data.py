@@ -13,13 +13,16 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from csb_generator import DatasetFormatError
+from csb_generator import DatasetFormatError, open_dataset
 from diffdeblur.data import (
     PairedFolder,
+    ShardCollection,
     ShardPatches,
     open_training_data,
     split_indices,
 )
+from diffdeblur.deconvolution import odd_kernel
+from diffdeblur.kernel_estimation import reblur_loss
 from torch.utils.data import DataLoader
 
 CROP = 32  # --image-size of the generated datasets
@@ -455,10 +458,98 @@ def test_open_training_data_dispatches(shards, gopro):
         open_training_data(shards, 16, seed=0, halve=True)
 
 
+@pytest.fixture(scope="session")
+def collection(tmp_path_factory, shards, tsweep) -> Path:
+    """A folder of three datasets: PSF 16 (random), PSF 8 (random, 4 crops) and a T-sweep."""
+    root = tmp_path_factory.mktemp("collection")
+    shutil.copytree(shards, root / "a-random-psf16")
+    _generate(root / "b-random-psf8", "--mode", "random", "--count", "4", "--psf-size", "8")
+    shutil.copytree(tsweep, root / "c-tsweep")
+    (root / "notes").mkdir()  # a folder without a manifest is not a dataset
+    return root
+
+
+def _stored_kernel(folder: Path, index: int) -> np.ndarray:
+    return open_dataset(folder)[index]["kernel"]
+
+
+def test_a_collection_concatenates_its_datasets_in_name_order(collection):
+    data = ShardCollection(collection, CROP, flips=False)
+    parts = json.loads((collection / "c-tsweep" / "manifest.json").read_text())["parts"]
+    names = [part.path.name for part in data.parts]
+    assert names == ["a-random-psf16", "b-random-psf8", "c-tsweep"]
+    assert len(data) == COUNT + 4 + 2 * len(parts)
+    first_part, second_part = collection / "a-random-psf16", collection / "b-random-psf8"
+    for position, folder, index in ((0, first_part, 0), (COUNT + 3, second_part, 3)):
+        blurred, sharp = _stored(folder, index)
+        np.testing.assert_array_equal(data[position]["blurred"].numpy(), _signed(blurred))
+        np.testing.assert_array_equal(data[position]["sharp"].numpy(), _signed(sharp))
+    sweep_part = collection / "c-tsweep" / parts[1]["folder"]
+    blurred, _ = _stored(sweep_part, 1)
+    np.testing.assert_array_equal(data[COUNT + 4 + 3]["blurred"].numpy(), _signed(blurred))
+
+
+def test_a_collection_pads_every_kernel_to_its_largest_grid_about_the_origin(collection):
+    data = ShardCollection(collection, CROP, flips=False)
+    assert data.kernel_size == 17  # PSF 16 on the odd grid
+    small = data[COUNT + 1]["kernel"].numpy()
+    assert small.shape == (17, 17) and small.sum() == pytest.approx(1, abs=1e-6)
+    expected = odd_kernel(_stored_kernel(collection / "b-random-psf8", 1))  # 9 x 9
+    np.testing.assert_array_equal(small[4:13, 4:13], expected)
+    assert small[:4].sum() == small[13:].sum() == small[:, :4].sum() == small[:, 13:].sum() == 0
+    # A batch may mix PSF sizes.
+    batch = next(iter(DataLoader(data, batch_size=len(data))))
+    assert batch["kernel"].shape == (len(data), 17, 17)
+
+
+def test_a_collection_flips_the_padded_kernel_with_the_patch(collection):
+    """A padded kernel re-blurs its (flipped) sharp patch into the blurred one; for a flipped
+    patch the unflipped kernel does not (the check bites)."""
+    data = ShardCollection(collection, CROP, seed=3)
+    flipped = 0
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        for position in range(COUNT, COUNT + 4):  # the PSF-8 crops, on the 17 px grid
+            sample = data[position]
+            blurred, sharp = sample["blurred"][None].double(), sample["sharp"][None].double()
+            kernel = sample["kernel"][None].double()
+            error = reblur_loss(kernel, sharp, blurred)
+            assert error < 2e-3, (epoch, position, float(error))
+            stored = _stored_kernel(collection / "b-random-psf8", position - COUNT)
+            unflipped = torch.from_numpy(np.pad(odd_kernel(stored), 4))[None].double()
+            if not torch.equal(unflipped, kernel):
+                assert reblur_loss(unflipped, sharp, blurred) > 3 * error
+                flipped += 1
+    assert flipped >= 2
+
+
+def test_a_collection_has_a_fingerprint_of_its_parts(collection, tmp_path):
+    data = ShardCollection(collection, CROP)
+    assert data.fingerprint == ShardCollection(collection, 16, seed=5).fingerprint
+    other = tmp_path / "other"
+    shutil.copytree(collection / "a-random-psf16", other / "a-random-psf16")
+    assert ShardCollection(other, CROP).fingerprint != data.fingerprint
+    moved = tmp_path / "moved"
+    shutil.copytree(collection, moved)
+    assert ShardCollection(moved, CROP).fingerprint == data.fingerprint
+
+
+def test_open_training_data_reads_a_folder_of_datasets_as_a_collection(collection, tmp_path):
+    data = open_training_data(collection, 16, seed=0, indices=[0, COUNT])
+    assert isinstance(data, ShardCollection) and len(data) == 2
+    with pytest.raises(ValueError, match="halve applies to image folders"):
+        open_training_data(collection, 16, seed=0, halve=True)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(collection / "b-random-psf8", mixed / "colour")
+    _generate(mixed / "grey", "--mode", "random", "--count", "2", "--channels", "1")
+    with pytest.raises(ValueError, match=r"differ in channels \(colour: 3, grey: 1\)"):
+        open_training_data(mixed, 16, seed=0)
+
+
 def test_open_training_data_refuses_other_paths(gopro, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         open_training_data(tmp_path / "missing", 16, seed=0)
-    neither = r"is neither a csb-generate dataset \(no manifest\.json\) nor a GoPro-style folder"
+    neither = r"is neither a csb-generate dataset \(no manifest\.json\), nor a folder of them"
     (tmp_path / "photos").mkdir()
     _frame(tmp_path / "photos" / "x.png")
     for path in (tmp_path / "photos", tmp_path / "photos" / "x.png"):

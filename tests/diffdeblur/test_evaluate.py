@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -327,3 +328,109 @@ def test_context_restores_whole_images_and_scores_the_central_patch(csb_dataset)
         if r["method"] == "wiener"
     ]
     assert row["psnr"] == pytest.approx(float(psnr(centre.float(), reference)[0]), abs=1e-4)
+
+
+def _mean_distance(restored: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """A deterministic stand-in for LPIPS: the mean absolute difference per image."""
+    return (restored - reference).abs().mean(dim=(1, 2, 3))
+
+
+class _InterruptAfter:
+    """A distance that raises KeyboardInterrupt at its ``calls``-th call, as Ctrl-C would."""
+
+    def __init__(self, calls: int):
+        self.left = calls
+
+    def __call__(self, restored: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        self.left -= 1
+        if self.left == 0:
+            raise KeyboardInterrupt
+        return _mean_distance(restored, reference)
+
+
+def test_an_interrupted_evaluation_continues_to_the_report_of_an_uninterrupted_one(
+    csb_dataset, small_dataset, tmp_path, single_thread
+):
+    from diffdeblur.reports import PROGRESS_FOLDER, evaluate_dataset
+    from restorer_support import seeded_restorer
+
+    config = restorer_config("residual", "tiny", diffusion=DiffusionConfig(timesteps=8))
+    model = seeded_restorer(config, seed=3).eval()
+    settings = EvaluationSettings(
+        patch_size=16, sampler=SamplerSpec(steps=2), limit=12, batch_size=4, examples=2
+    )
+    common = dict(models={None: model}, settings=settings, wiener_tune=small_dataset, tune_limit=4)
+    whole = evaluate_dataset(
+        csb_dataset, tmp_path / "whole", lpips=_mean_distance, progress=False, **common
+    )
+    out = tmp_path / "interrupted"
+    # Three methods per batch (blurred, Wiener, model): the 7th call is in the third batch.
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_dataset(csb_dataset, out, lpips=_InterruptAfter(7), progress=False, **common)
+    assert not (out / "report.md").exists()
+    kept = (out / PROGRESS_FOLDER / "rows.jsonl").read_text().splitlines()
+    assert [json.loads(line)["batch"] for line in kept] == [0, 1]
+    resumed = evaluate_dataset(csb_dataset, out, lpips=_mean_distance, progress=False, **common)
+    assert resumed["images"] == whole["images"] and resumed["summary"] == whole["summary"]
+    assert resumed["wiener_tuning"] == whole["wiener_tuning"]
+    assert (out / "per_image.csv").read_text() == (tmp_path / "whole" / "per_image.csv").read_text()
+    assert (out / "examples.png").read_bytes().startswith(b"\x89PNG")
+    assert not (out / PROGRESS_FOLDER).exists()
+
+
+def test_another_evaluation_into_the_folder_starts_afresh(csb_dataset, tmp_path, single_thread):
+    from diffdeblur.reports import PROGRESS_FOLDER, evaluate_dataset
+    from restorer_support import seeded_restorer
+
+    model = seeded_restorer(restorer_config("regression", "tiny"), seed=1).eval()
+    settings = EvaluationSettings(patch_size=16, limit=8, batch_size=4)
+    common = dict(models={None: model}, settings=settings, progress=False)
+    out = tmp_path / "report"
+    with pytest.raises(KeyboardInterrupt):  # in the second batch
+        evaluate_dataset(csb_dataset, out, wiener_balance=1e-3, lpips=_InterruptAfter(5), **common)
+    assert (out / PROGRESS_FOLDER / "rows.jsonl").is_file()
+    # Another balance is another evaluation: none of the kept rows may be reused.
+    other = evaluate_dataset(csb_dataset, out, wiener_balance=1e-2, lpips=_mean_distance, **common)
+    fresh = evaluate_dataset(
+        csb_dataset, tmp_path / "fresh", wiener_balance=1e-2, lpips=_mean_distance, **common
+    )
+    assert other["images"] == fresh["images"]
+
+
+@pytest.mark.slow
+def test_a_damaged_test_file_stops_evaluate_with_exit_1_and_a_rerun_continues(
+    diffdeblur_cli, cli_env, tiny_checkpoint, csb_dataset, tmp_path
+):
+    """The third shard's blurred images turn NaN after the dataset was checked on open (its
+    checksum rewritten, so only the per-sample check sees it): the first two batches are kept,
+    and once the file is repaired the same command finishes with every image."""
+    import h5py
+    from csb_generator.shard_checks import sha256_file
+
+    data = tmp_path / "data"
+    shutil.copytree(csb_dataset, data)
+    manifest_path = data / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    damaged = data / manifest["shards"][2]["file"]
+    original = damaged.read_bytes()
+    with h5py.File(damaged, "r+") as handle:
+        handle["blurred"][...] = np.nan
+    manifest["shards"][2]["sha256"] = sha256_file(damaged)
+    manifest_path.write_text(json.dumps(manifest))
+    out = tmp_path / "report"
+    command = [diffdeblur_cli, "evaluate", "--checkpoint", tiny_checkpoint, "--data", data,
+               "--wiener-balance", "0.001", "--out", out, *FAST]  # fmt: skip
+    stopped = _run(command, cli_env)
+    assert stopped.returncode == 1, _explain(stopped)
+    assert damaged.name in stopped.stderr and "rerun the same command" in stopped.stderr
+    assert "Traceback" not in stopped.stderr and not (out / "report.md").exists()
+    damaged.write_bytes(original)
+    manifest["shards"][2]["sha256"] = sha256_file(damaged)
+    manifest_path.write_text(json.dumps(manifest))
+    finished = _run(command, cli_env)
+    assert finished.returncode == 0, _explain(finished)
+    document = json.loads((out / "metrics.json").read_text())
+    assert all(entry["images"] == 24 for entry in document["summary"])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "examples.png", "metrics.csv", "metrics.json", "per_image.csv", "report.md",
+    ]  # fmt: skip

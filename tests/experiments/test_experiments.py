@@ -70,13 +70,57 @@ def test_demo_runs_end_to_end_at_ci_size(tmp_path):
     out = tmp_path / "demo"
     _run([ROOT / "experiments" / "demo.py", "--out", out, "--quick"])
     readme = (out / "README.md").read_text()
-    for row in ("| Blurred |", "| Wiener |", "| Model |"):
+    for row in (
+        "| Blurred |",
+        "| Wiener, true kernel |",
+        "| csb-universal (bundled) |",
+        "| csb-universal, fine-tuned 2 steps |",
+    ):
         assert row in readme
+    assert "fine-tuned for 2 optimiser steps (16 samples seen)" in readme
     assert (out / "demo.png").read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in (out / "restored").iterdir()) == [
         "chelsea-blurred.png",
         "clock_motion.png",
     ]
+    log = (tmp_path / "demo" / "work" / "logs" / "restore.log").read_text()
+    assert "restoring with the bundled model csb-universal" in log
+
+
+def test_the_bundled_models_script_runs_end_to_end_at_ci_size(tmp_path):
+    """Data for every setting, training in two parts, the float16 export with its card, and
+    the scores and pictures, at CI size; written to a model file of the test's own."""
+    out, work, model = tmp_path / "results", tmp_path / "w", tmp_path / "model.pt"
+    script = [
+        ROOT / "experiments" / "pretrained.py",
+        "--tiny",
+        "--no-lpips",
+        "--extra-photographs",
+        "pypi",
+        "--work",
+        work,
+        "--out",
+        out,
+        "--model-file",
+        model,
+    ]
+    _run(script)  # fmt: skip
+    from diffdeblur.checkpoint import load_checkpoint
+
+    card = load_checkpoint(model)["card"]
+    assert (card["steps"], card["samples_seen"]) == (2, 16)
+    assert len(card["data"]) == 9 and len(card["commands"]) == 1
+    assert {"grace_hopper", "astronaut"} <= {p["name"] for p in card["photographs"]}
+    assert not {"chelsea", "coffee"} & {p["name"] for p in card["photographs"]}
+    table = (out / "results.md").read_text()
+    for row in ("| PSF 16 px |", "| PSF 64 px |", "| σ = 4, λ = 48000 |",
+                "| linear trajectory, T = 1/32 |", "| random trajectory, T = 1 |"):  # fmt: skip
+        assert table.count(row) == 2, row  # one per protocol
+    assert (out / "restorations.png").read_bytes().startswith(b"\x89PNG")
+    # A second part resumes the run; the export follows it.
+    _run([*script, "--more-minutes", "1", "--stages", "train", "export"])
+    card = load_checkpoint(model)["card"]
+    assert card["steps"] == 4 and len(card["commands"]) == 2 and "--resume" in card["commands"][1]
 
 
 @pytest.fixture

@@ -16,7 +16,13 @@ from importlib.metadata import PackageNotFoundError, version
 # a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .checkpoint import CheckpointError, load_checkpoint, load_restorer, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    export_model,
+    load_checkpoint,
+    load_restorer,
+    save_checkpoint,
+)
 from .config import (
     VARIANTS,
     DeconvolutionConfig,
@@ -48,6 +54,7 @@ __all__ = [
     "__version__",
     "ddim_sample",
     "ddpm_sample",
+    "export_model",
     "load_checkpoint",
     "load_restorer",
     "restorer_config",

@@ -15,12 +15,14 @@ from typing import Any
 import torch
 
 from .config import RestorerConfig, check_limits
+from .pretrained import locate_model
 from .restorer import Restorer
 from .torch_files import is_torch_archive, load_plain, save_atomic
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "export_model",
     "load_checkpoint",
     "load_restorer",
     "restorer_from_checkpoint",
@@ -73,17 +75,62 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def load_restorer(
     path: str | Path, map_location: str | torch.device = "cpu", *, ema: bool = True
 ) -> Restorer:
-    """Rebuild the restorer of a checkpoint, in evaluation mode.
+    """Rebuild the restorer of a checkpoint or of a bundled model, in evaluation mode.
 
     Parameters
     ----------
     path : str or Path
+        A checkpoint, an exported model (:func:`export_model`), or the name of a bundled model
+        (``diffdeblur models`` lists them; :mod:`diffdeblur.pretrained`).
     map_location : str or torch.device
         Where to put the weights.
     ema : bool
         Use the EMA weights (default; what the thesis restores with), else the raw weights.
     """
+    path = locate_model(path)
     return restorer_from_checkpoint(load_checkpoint(path, map_location), path, ema=ema)
+
+
+def export_model(checkpoint: str | Path, out: str | Path, card: dict[str, Any]) -> None:
+    """Write a checkpoint's EMA weights in float16, with its configuration and a model card.
+
+    The file is a checkpoint without the optimiser, the raw weights and the random states: what
+    restoring needs, at a quarter of a training checkpoint's size. :func:`load_restorer` loads it
+    (the weights return to float32 in the network); it cannot resume training.
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        A training checkpoint (``<run>/checkpoint.pt``).
+    out : str or Path
+        The file to write, atomically; its folder must exist.
+    card : dict
+        Plain data (strings, numbers, lists, dicts): the facts of its model card, such as the
+        command that trained it, its data, steps and wall time. Stored under ``"card"``.
+
+    Raises
+    ------
+    CheckpointError
+        If ``checkpoint`` is not a readable checkpoint, or its EMA weights do not fit its
+        configuration.
+    """
+    state = load_checkpoint(checkpoint)
+    restorer_from_checkpoint(state, checkpoint)  # refuses what would not load again
+    weights = {
+        name: tensor.half() if tensor.is_floating_point() else tensor
+        for name, tensor in state["ema"].items()
+    }
+    save_checkpoint(
+        out,
+        {
+            "restorer": state["restorer"],
+            "ema": weights,
+            "step": state["step"],
+            "train": state["train"],
+            "data_fingerprint": state.get("data_fingerprint"),
+            "card": card,
+        },
+    )
 
 
 def restorer_from_checkpoint(
@@ -104,6 +151,8 @@ def restorer_from_checkpoint(
     try:
         config = RestorerConfig.from_dict(state["restorer"])
         check_limits(config)  # before the network is allocated
+        if not ema and "model" not in state and "ema" in state:
+            raise ValueError("it holds the EMA weights only (an exported model): use the EMA")
         weights = state["ema" if ema else "model"]
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} lacks a valid configuration or weights: {error}") from error

@@ -17,6 +17,7 @@ from .checkpoint import CheckpointError
 from .compute import PRECISIONS, set_threads
 from .config import KERNEL_SOURCES, PARAMETRISATIONS, PREDICTIONS, VARIANTS
 from .losses import LOSSES
+from .pretrained import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from .samplers import SAMPLERS, SamplerSpec
 
 TRAIN_EPILOG = """
@@ -47,7 +48,8 @@ def main() -> None:
     "--data",
     required=True,
     type=click.Path(path_type=str),
-    help="A csb-generate dataset folder, or a GoPro-style folder (*/blur/*, */sharp/*).",
+    help="A csb-generate dataset folder, a folder of such datasets (trained on as one mixture), "
+    "or a GoPro-style folder (*/blur/*, */sharp/*).",
 )
 @click.option(
     "--out",
@@ -123,6 +125,12 @@ def main() -> None:
     is_flag=True,
     help="torch.compile the networks (needs a C++ compiler on a CPU; see docs/performance.md).",
 )
+@click.option(
+    "--init",
+    default=None,
+    help="Fine-tune: start from a trained model's weights (a checkpoint, an exported model, or a "
+    "bundled model's name such as csb-universal); the other options must build its network.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="Data-loader processes.")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True, help="Steps.")
@@ -185,6 +193,8 @@ def train(resume: bool, quiet: bool, **options) -> None:
 RESTORE_EPILOG = """
 \b
 Examples:
+  # With the bundled model (no training needed; `diffdeblur models` lists them)
+  diffdeblur restore shake1.png --out restored/
   # Restore two photographs with 50 deterministic DDIM steps
   diffdeblur restore --checkpoint runs/cpu/checkpoint.pt shake1.png shake2.jpg --out restored/
   # Every image of a folder, the thesis's sampler (1000 ancestral steps), written as PNG
@@ -285,7 +295,20 @@ def _restore_inputs(inputs: tuple[str, ...]) -> list[Path]:
 
 @main.command(epilog=RESTORE_EPILOG)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--checkpoint", required=True, type=click.Path(path_type=str), help="Trained model.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=str),
+    default=None,
+    help="A trained model's file (a run's checkpoint.pt, or an exported model).",
+)
+@click.option(
+    "--model",
+    "model_name",
+    type=click.Choice(list(BUNDLED_MODELS)),
+    default=None,
+    help=f"A bundled model (see `diffdeblur models`) [default: {DEFAULT_MODEL}, when no "
+    "--checkpoint is given].",
+)
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Output folder.")
 @_sampling_options
 @click.option(
@@ -308,7 +331,8 @@ def _restore_inputs(inputs: tuple[str, ...]) -> list[Path]:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def restore(
     inputs: tuple[str, ...],
-    checkpoint: str,
+    checkpoint: str | None,
+    model_name: str | None,
     out: str,
     sampler: str | None,
     steps: int | None,
@@ -327,7 +351,8 @@ def restore(
     """Restore blurred images of any size; each keeps its size, channels and bit depth.
 
     INPUTS are image files or folders of them. Large images are covered with overlapping
-    patches whose predictions are blended at every sampling step (no seams).
+    patches whose predictions are blended at every sampling step (no seams). Without
+    --checkpoint or --model, the bundled model csb-universal restores them (docs/models.md).
     """
     import torch
     from csb_generator.images import UnreadableImage
@@ -353,6 +378,15 @@ def restore(
             raise click.UsageError(f"{target} would overwrite its own input; choose another --out")
         if target.exists() and not overwrite:
             raise click.UsageError(f"{target} exists; pass --overwrite to replace it")
+    if checkpoint is not None and model_name is not None:
+        raise click.UsageError("give --checkpoint or --model, not both")
+    if checkpoint is None:
+        model_name = model_name or DEFAULT_MODEL
+        try:
+            checkpoint = str(bundled_model_path(model_name))
+        except FileNotFoundError as error:
+            raise click.UsageError(f"--model {model_name}: {error}") from None
+        _tell(f"restoring with the bundled model {model_name} ({checkpoint})")
     device = _pick_device(device)
     try:
         state = load_checkpoint(checkpoint, map_location=device)
@@ -420,6 +454,37 @@ def restore(
     if failed:
         click.echo(f"{failed} of {len(files)} images could not be read or restored", err=True)
         sys.exit(1)
+
+
+@main.command("models")
+def models() -> None:
+    """List the bundled models: name, size, how each was trained, and its file.
+
+    Each restores without training: `diffdeblur restore --model NAME`, or in Python
+    `diffdeblur.load_restorer(NAME)`. Their model card is docs/models.md.
+    """
+    from .checkpoint import load_checkpoint
+
+    for name, bundled in BUNDLED_MODELS.items():
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        click.echo(f"{name}{default}: {bundled.summary}")
+        try:
+            path = bundled_model_path(name)
+        except FileNotFoundError as error:
+            click.echo(f"  not installed: {error}")
+            continue
+        card = load_checkpoint(path).get("card", {})
+        trained = ", ".join(
+            f"{label} {card[key]:,}" if isinstance(card[key], int) else f"{label} {card[key]}"
+            for key, label in (
+                ("steps", "steps"),
+                ("samples_seen", "samples seen"),
+                ("wall_minutes", "minutes"),
+            )
+            if key in card
+        )
+        click.echo(f"  trained: {trained or 'unknown'}")
+        click.echo(f"  file: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
 LPIPS_WEIGHTS_EPILOG = """
@@ -514,7 +579,8 @@ def _checkpoint_specs(specs: tuple[str, ...]) -> dict[float | None, str]:
     "checkpoints",
     required=True,
     multiple=True,
-    help="Trained model: PATH, or T=PATH (repeated) for one model per exposure of a T-sweep.",
+    help="Trained model: PATH, a bundled model's name (see `diffdeblur models`), or T=PATH "
+    "(repeated) for one model per exposure of a T-sweep.",
 )
 @click.option("--data", required=True, type=click.Path(path_type=str), help="Test dataset.")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Report folder.")
@@ -590,7 +656,8 @@ def evaluate(
 
     from .checkpoint import load_checkpoint, restorer_from_checkpoint, training_patch_size
     from .evaluation import EvaluationSettings
-    from .reports import REPORT_FILES, evaluate_dataset
+    from .pretrained import locate_model
+    from .reports import REPORT_FILES, EvaluationStopped, evaluate_dataset
 
     out_dir = Path(out)
     if (out_dir / REPORT_FILES[0]).exists() and not overwrite:
@@ -606,10 +673,12 @@ def evaluate(
     models, states = {}, {}
     for exposure, path in _checkpoint_specs(checkpoints).items():
         try:
-            states[exposure] = load_checkpoint(path, map_location=device)
+            states[exposure] = load_checkpoint(locate_model(path), map_location=device)
             models[exposure] = restorer_from_checkpoint(states[exposure], path, ema=ema)
         except CheckpointError as error:
             raise click.UsageError(str(error)) from None
+        except FileNotFoundError as error:  # a bundled model that is not installed
+            raise click.UsageError(f"--checkpoint {path}: {error}") from None
     _use_threads(threads)
     spec = _sampler_spec(sampler, steps, eta, models.values())
     patch_size = patch_size or training_patch_size(next(iter(states.values())))
@@ -678,10 +747,17 @@ def evaluate(
             facts=facts,
             progress=not quiet,
         )
+    except EvaluationStopped as error:  # mid-run: a damaged test file, a full disk
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
     except (DatasetFormatError, FileNotFoundError, ValueError) as error:
         raise click.UsageError(str(error)) from None
     except KeyboardInterrupt:
-        click.echo("interrupted: no report was written", err=True)
+        click.echo(
+            "interrupted: no report was written; the batches scored so far are kept, and "
+            "rerunning the same command continues from them",
+            err=True,
+        )
         sys.exit(130)
     click.echo(f"wrote {out_dir / 'report.md'}")
     if not quiet:

@@ -58,6 +58,7 @@ from .deconvolution import odd_kernel, odd_kernel_size
 
 __all__ = [
     "PairedFolder",
+    "ShardCollection",
     "ShardPatches",
     "open_training_data",
     "split_indices",
@@ -286,6 +287,93 @@ class ShardPatches(_Patches):
         return (
             f"ShardPatches({str(self.path)!r}, patch_size={self.patch_size}, n={len(self)}, "
             f"epoch={self.epoch})"
+        )
+
+
+class ShardCollection(_Patches):
+    """Random patches of several ``csb-generate`` datasets, as one training set.
+
+    The datasets are the sub-folders of one folder that hold a ``manifest.json``, taken in name
+    order and concatenated: sample ``i`` of the collection is sample ``i - n_0 - ... - n_{j-1}``
+    of dataset ``j``. They may differ in mode, PSF size, noise and exposure (a T-sweep counts as
+    one dataset), which is how one model learns every degradation ``csb-generate`` makes. They
+    must agree in their number of channels, and every crop must be at least ``patch_size``.
+
+    Each sample's ``"kernel"`` is placed at the centre of the largest odd grid of the collection
+    (zeros around it; the origin stays at the centre), so a batch may mix PSF sizes.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder holding the datasets. Sub-folders without ``manifest.json`` are ignored; at
+        least one must hold one.
+    patch_size, flips, seed, indices, crop
+        As :class:`ShardPatches`; ``indices`` index the whole collection.
+
+    Attributes
+    ----------
+    parts : list of ShardPatches
+        The datasets, in name order.
+    channels : int
+        Their common number of channels.
+    kernel_size : int
+        Side of the samples' ``"kernel"``: the largest PSF size of the collection, made odd.
+
+    Raises
+    ------
+    ValueError
+        If no sub-folder is a dataset, if the datasets differ in channels, or as
+        :class:`ShardPatches` raises for a dataset (the message names it).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        patch_size: int = 64,
+        *,
+        flips: bool = True,
+        seed: int = 0,
+        indices: Sequence[int] | np.ndarray | None = None,
+        crop: CropPolicy = "random",
+    ):
+        self.path = Path(path)
+        folders = sorted(p for p in self.path.iterdir() if (p / MANIFEST_NAME).is_file())
+        if not folders:
+            raise ValueError(f"{self.path} holds no csb-generate dataset (no */{MANIFEST_NAME})")
+        # Each part draws nothing itself: the collection draws every patch position and flip.
+        self.parts = [ShardPatches(f, patch_size, flips=False, crop=crop) for f in folders]
+        channels = {part.channels for part in self.parts}
+        if len(channels) > 1:
+            listed = ", ".join(f"{part.path.name}: {part.channels}" for part in self.parts)
+            raise ValueError(f"the datasets of {self.path} differ in channels ({listed})")
+        self.channels = channels.pop()
+        self.kernel_size = max(part.kernel_size for part in self.parts)
+        self._starts = np.cumsum([0] + [len(part.dataset) for part in self.parts])
+        super().__init__(
+            int(self._starts[-1]), patch_size, flips=flips, seed=seed, indices=indices, crop=crop
+        )
+
+    def __getitem__(self, position: int) -> Sample:
+        """The sample at ``position`` of the selected indices, for the current epoch."""
+        index = self._index(position)
+        part = int(np.searchsorted(self._starts, index, side="right")) - 1
+        stored = self.parts[part].dataset[index - int(self._starts[part])]
+        kernel = odd_kernel(stored["kernel"])
+        margin = (self.kernel_size - kernel.shape[0]) // 2
+        kernel = np.pad(kernel, margin)
+        return self._sample(stored["blurred"], stored["sharp"], index, kernel)
+
+    @property
+    def fingerprint(self) -> str:
+        """What the data is: a digest of the datasets' names and fingerprints, in order."""
+        listed = "\n".join(f"{part.path.name}={part.fingerprint}" for part in self.parts)
+        return hashlib.sha256(listed.encode()).hexdigest()
+
+    def __repr__(self) -> str:
+        names = ", ".join(part.path.name for part in self.parts)
+        return (
+            f"ShardCollection({str(self.path)!r}, [{names}], patch_size={self.patch_size}, "
+            f"n={len(self)}, epoch={self.epoch})"
         )
 
 
@@ -570,13 +658,14 @@ def open_training_data(
     halve: bool = False,
     indices: Sequence[int] | np.ndarray | None = None,
     crop: CropPolicy = "random",
-) -> ShardPatches | PairedFolder:
-    """Open a training data folder of either kind, recognised by its content.
+) -> ShardPatches | ShardCollection | PairedFolder:
+    """Open a training data folder of any of the three kinds, recognised by its content.
 
     Parameters
     ----------
     path : str or Path
-        A ``csb-generate`` dataset (a folder with ``manifest.json``) or a GoPro-style folder
+        A ``csb-generate`` dataset (a folder with ``manifest.json``), a folder of such datasets
+        (``*/manifest.json``, read as one :class:`ShardCollection`) or a GoPro-style folder
         (``*/blur/*`` beside ``*/sharp/*``).
     patch_size : int
         Side of the square patches.
@@ -588,14 +677,14 @@ def open_training_data(
 
     Returns
     -------
-    ShardPatches or PairedFolder
+    ShardPatches, ShardCollection or PairedFolder
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If ``path`` is neither kind of folder, or as the two datasets raise.
+        If ``path`` is none of the three kinds of folder, or as the datasets raise.
     """
     path = Path(path)
     if not path.exists():
@@ -608,6 +697,10 @@ def open_training_data(
                 "sources are downscaled when it is generated (csb-generate --downscale 2)"
             )
         return ShardPatches(path, patch_size, **common)
+    if path.is_dir() and any(path.glob(f"*/{MANIFEST_NAME}")):
+        if halve:
+            raise ValueError(f"halve applies to image folders; {path} holds csb-generate datasets")
+        return ShardCollection(path, patch_size, **common)
     if path.is_dir() and any(path.glob("*/blur/")):
         return PairedFolder(path, patch_size, halve=halve, **common)
     hint = ""
@@ -617,6 +710,6 @@ def open_training_data(
         if nested:
             hint = f"; its sub-folders {', '.join(nested)} are GoPro-style: pass one of those"
     raise ValueError(
-        f"{path} is neither a csb-generate dataset (no {MANIFEST_NAME}) nor a GoPro-style "
-        f"folder (*/blur/*, */sharp/*){hint}"
+        f"{path} is neither a csb-generate dataset (no {MANIFEST_NAME}), nor a folder of them "
+        f"(no */{MANIFEST_NAME}), nor a GoPro-style folder (*/blur/*, */sharp/*){hint}"
     )

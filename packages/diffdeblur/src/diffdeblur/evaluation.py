@@ -160,12 +160,17 @@ def _central_batch(images: Tensor, size: int) -> Tensor:
     return images[..., top : top + size, left : left + size]
 
 
-def _batches(samples: Sequence[dict], settings: EvaluationSettings) -> Iterator[list[dict]]:
+def _batches(
+    samples: Sequence[dict], settings: EvaluationSettings, first: int = 0
+) -> Iterator[tuple[int, list[dict]]]:
+    """``(number, samples)`` of every batch from batch ``first`` on; a batch's samples are read
+    when it is reached."""
     count = len(samples) if settings.limit is None else min(settings.limit, len(samples))
     # Whole images may differ in size; the crops of one dataset do not, so context batches them.
     per_batch = 1 if settings.protocol == "full" else settings.batch_size
-    for start in range(0, count, per_batch):
-        yield [samples[i] for i in range(start, min(start + per_batch, count))]
+    for number, start in enumerate(range(0, count, per_batch)):
+        if number >= first:
+            yield number, [samples[i] for i in range(start, min(start + per_batch, count))]
 
 
 def _to_batch(images: list[np.ndarray], device: torch.device | str) -> Tensor:
@@ -235,6 +240,8 @@ def evaluate_samples(
     lpips: Distance | None = None,
     device: torch.device | str = "cpu",
     progress: Callable[[int], object] | None = None,
+    first_batch: int = 0,
+    on_batch: Callable[[int, list[dict[str, Any]]], object] | None = None,
 ) -> Evaluation:
     """Restore and score test samples with every method that is given.
 
@@ -254,14 +261,22 @@ def evaluate_samples(
     device : torch.device or str
     progress : callable, optional
         Called with the number of images finished after each batch.
+    first_batch : int
+        Start at this batch (of ``settings.batch_size`` images; of one image under ``full``),
+        skipping the ones before: how an interrupted evaluation continues. Every batch's
+        sampling draws depend on its number only, so the rows are those of a run from the start.
+    on_batch : callable, optional
+        Called with each batch's number and its rows once they are scored (to keep them).
 
     Returns
     -------
     Evaluation
+        The rows of the batches scored here; the examples are the first images of batch
+        ``first_batch`` on.
     """
     evaluation = Evaluation()
     kept: dict[str, list[Tensor]] = {}
-    for number, batch in enumerate(_batches(samples, settings)):
+    for number, batch in _batches(samples, settings, first_batch):
         blurred_np = [_unit(s, "blurred") for s in batch]
         sharp_np = [_unit(s, "sharp") for s in batch]
         if settings.protocol == "central":
@@ -288,10 +303,11 @@ def evaluate_samples(
             # Restored with their surroundings; scored on the central square alone.
             outputs = {m: _central_batch(x, settings.patch_size) for m, x in outputs.items()}
             sharp = _central_batch(sharp, settings.patch_size)
+        rows = []
         for method, restored in outputs.items():
             scores = _scores(restored, sharp, lpips)
             for position, sample in enumerate(batch):
-                evaluation.rows.append(
+                rows.append(
                     {
                         "index": int(sample["index"]),
                         "exposure": float(sample["exposure"]),
@@ -299,6 +315,9 @@ def evaluate_samples(
                         **{name: float(values[position]) for name, values in scores.items()},
                     }
                 )
+        evaluation.rows.extend(rows)
+        if on_batch is not None:
+            on_batch(number, rows)
         seen = sum(len(images) for images in kept.get("sharp", []))
         if seen < settings.examples:
             take = settings.examples - seen

@@ -10,7 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["save_loss_curve", "save_metric_against_exposure", "save_restoration_grid"]
+__all__ = [
+    "loss_curves",
+    "save_loss_curve",
+    "save_metric_against_exposure",
+    "save_restoration_grid",
+]
 
 
 def _pyplot():
@@ -30,8 +35,38 @@ def _save(figure, path: Path) -> None:
     temporary.replace(path)
 
 
+#: The terms a training log may record beside the total ``loss``, in the order they are drawn.
+LOSS_TERMS = ("diffusion", "regression", "kernel", "reblur")
+
+
+def loss_curves(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, list, list]]:
+    """The curves :func:`save_loss_curve` draws: ``(label, steps, values)``, one per term.
+
+    The total ``loss`` is a curve of its own only when the records hold several terms; a loss
+    of one term is that term, drawn once under its name.
+    """
+    terms = [key for key in LOSS_TERMS if any(record.get(key) is not None for record in records)]
+    if len(terms) > 1:
+        keys = {"total": "loss", **{term: term for term in terms}}
+    else:
+        keys = {terms[0] if terms else "loss": "loss"}
+    curves = []
+    for label, key in keys.items():
+        points = [
+            (record["step"], record[key]) for record in records if record.get(key) is not None
+        ]
+        if points:
+            steps, values = zip(*points, strict=True)
+            curves.append((label, list(steps), list(values)))
+    return curves
+
+
 def save_loss_curve(log_path: str | Path, png_path: str | Path) -> None:
-    """Plot the ``loss`` of every record of a ``log.jsonl`` against its step (log scale)."""
+    """Plot the training loss of every record of a ``log.jsonl`` against its step (log scale).
+
+    One curve per term of the loss (:func:`loss_curves`). Records are marked with dots when
+    there are few of them, so that a short run still shows its points.
+    """
     log_path, png_path = Path(log_path), Path(png_path)
     if not log_path.is_file():
         return
@@ -40,15 +75,11 @@ def save_loss_curve(log_path: str | Path, png_path: str | Path) -> None:
         return
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
-    steps = [record["step"] for record in records]
-    for key in ("loss", "diffusion", "regression", "kernel", "reblur"):
-        values = [record.get(key) for record in records]
-        if key == "loss" or any(value is not None for value in values):
-            points = [(s, v) for s, v in zip(steps, values, strict=True) if v is not None]
-            if points:
-                axes.plot(*zip(*points, strict=True), label=key, linewidth=1)
+    marker = "." if len(records) < 50 else None
+    for label, steps, values in loss_curves(records):
+        axes.plot(steps, values, label=label, linewidth=1, marker=marker)
     axes.set_xlabel("optimiser step")
-    axes.set_ylabel("training loss (MSE)")
+    axes.set_ylabel("training loss")
     axes.set_yscale("log")
     axes.grid(True, alpha=0.3)
     axes.legend()

@@ -7,19 +7,31 @@ and scores with :func:`~diffdeblur.evaluation.evaluate_samples`, and calls :func
 
 Every file is written under a temporary name and renamed, so a report folder never holds a
 half-written file under a final name.
+
+Until the report is written, what is scored is kept in ``<out>/.evaluate-progress/``: the rows of
+every finished batch (appended and flushed to disk as each batch ends), the Wiener tuning, and the
+example images. A rerun of the same evaluation (same data, models, settings and baselines)
+continues after the last finished batch and gives the report an uninterrupted run gives; any other
+evaluation into that folder starts afresh. The folder is removed once the report is written.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from .evaluation import (
     METHOD_LABELS,
@@ -33,10 +45,24 @@ from .plots import save_metric_against_exposure, save_restoration_grid
 from .restorer import Restorer
 from .wiener import WienerTuning, tune_wiener_balance
 
-__all__ = ["REPORT_FILES", "evaluate_dataset", "write_report"]
+__all__ = [
+    "PROGRESS_FOLDER",
+    "REPORT_FILES",
+    "EvaluationStopped",
+    "evaluate_dataset",
+    "write_report",
+]
 
 #: Files every report folder holds (``exposure.png`` only for several exposures).
 REPORT_FILES = ("report.md", "metrics.json", "metrics.csv", "per_image.csv", "examples.png")
+
+#: Where an unfinished evaluation keeps what it scored, inside its report folder.
+PROGRESS_FOLDER = ".evaluate-progress"
+
+
+class EvaluationStopped(RuntimeError):
+    """A test sample could not be read, or the progress could not be written, in mid-run; what
+    was scored before is kept, and a rerun of the same evaluation continues from there."""
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -179,6 +205,83 @@ def write_report(
     return document
 
 
+def _model_digest(model: Restorer) -> str:
+    """SHA-256 of a model's configuration and weights: which model was scored."""
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+class _Progress:
+    """What an evaluation into ``out`` has scored so far (module documentation)."""
+
+    def __init__(self, out: Path, key: Mapping[str, Any]):
+        self.folder = out / PROGRESS_FOLDER
+        text = json.dumps(key, sort_keys=True, default=str)
+        stored = self.folder / "key.json"
+        if self.folder.exists() and not (
+            stored.is_file() and stored.read_text(encoding="utf-8") == text
+        ):
+            shutil.rmtree(self.folder)  # another evaluation's, or damaged: start afresh
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not stored.is_file():
+            _write_text(stored, text)
+        self._rows_file = self.folder / "rows.jsonl"
+        self.batches: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        if self._rows_file.is_file():
+            for line in self._rows_file.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:  # the last line of a killed run may be cut short
+                    continue
+                parts = self.batches.setdefault(record["part"], {})
+                parts[record["batch"]] = record["rows"]
+
+    def done(self, part: str) -> int:
+        """How many batches of ``part`` were scored, from the first on."""
+        finished = self.batches.get(part, {})
+        count = 0
+        while count in finished:
+            count += 1
+        return count
+
+    def rows(self, part: str) -> list[dict[str, Any]]:
+        finished = self.batches.get(part, {})
+        return [row for number in range(self.done(part)) for row in finished[number]]
+
+    def keep(self, part: str, number: int, rows: list[dict[str, Any]]) -> None:
+        """Append a finished batch's rows and flush them to disk."""
+        with open(self._rows_file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"part": part, "batch": number, "rows": rows}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.batches.setdefault(part, {})[number] = rows
+
+    def tuning(self, part: str) -> dict[str, Any] | None:
+        path = self.folder / f"tuning-{part}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def keep_tuning(self, part: str, tuning: Mapping[str, Any]) -> None:
+        _write_text(self.folder / f"tuning-{part}.json", json.dumps(tuning))
+
+    def examples(self) -> dict[str, torch.Tensor] | None:
+        path = self.folder / "examples.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as stored:
+            return {name: torch.from_numpy(stored[name]) for name in stored.files}
+
+    def keep_examples(self, examples: Mapping[str, torch.Tensor]) -> None:
+        temporary = self.folder / f".examples.tmp-{os.getpid()}.npz"
+        np.savez(temporary, **{name: images.numpy() for name, images in examples.items()})
+        os.replace(temporary, self.folder / "examples.npz")
+
+    def finish(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def _parts(data: str | Path) -> dict[float | None, Any]:
     """The test datasets by exposure: every part of a T-sweep, else ``{T or None: dataset}``."""
     from csb_generator import open_dataset
@@ -256,6 +359,7 @@ def evaluate_dataset(
     dict
         The ``metrics.json`` document.
     """
+    from csb_generator.shards import DatasetFormatError
     from tqdm import tqdm
 
     parts = _parts(data)
@@ -263,6 +367,21 @@ def evaluate_dataset(
     if missing:
         raise ValueError(f"no model for exposure(s) {missing}; give one per T or one for all")
     tune_parts = _parts(wiener_tune) if wiener_tune is not None else {}
+    out = Path(out)
+    progress_key = {
+        "data": {str(t): part.manifest.get("fingerprint") for t, part in parts.items()},
+        "models": {str(t): _model_digest(model) for t, model in models.items()},
+        "settings": {**settings.__dict__, "sampler": asdict(settings.sampler)},
+        "wiener_tune": None
+        if wiener_tune is None
+        else {str(t): part.manifest.get("fingerprint") for t, part in tune_parts.items()},
+        "wiener_balance": wiener_balance,
+        "wiener_rotated": wiener_rotated,
+        "tune_limit": tune_limit,
+        "lpips": lpips is not None,
+        "device": str(device),
+    }
+    kept = _Progress(out, progress_key)
     evaluation = Evaluation()
     tuning: dict[str, Any] = {}
     for exposure, dataset in parts.items():
@@ -271,34 +390,71 @@ def evaluate_dataset(
         if wiener_rotated:
             balances["wiener_rotated"] = wiener_balance
         if tune_parts:
-            source = tune_parts.get(exposure)
-            if source is None:
-                from csb_generator import open_dataset
+            part_tuning = kept.tuning(label)
+            if part_tuning is None:
+                part_tuning = {}
+                source = tune_parts.get(exposure)
+                if source is None:
+                    from csb_generator import open_dataset
 
-                source = open_dataset(wiener_tune)
-            for method, rotate in (("wiener", False), ("wiener_rotated", True)):
-                if method == "wiener_rotated" and not wiener_rotated:
-                    continue
-                result = tune_wiener_balance(source, limit=tune_limit, rotate_kernel=rotate)
-                balances[method] = result.balance
-                tuning[f"{METHOD_LABELS[method]} ({label})"] = _tuning_record(
-                    result, str(wiener_tune)
-                )
+                    source = open_dataset(wiener_tune)
+                for method, rotate in (("wiener", False), ("wiener_rotated", True)):
+                    if method == "wiener_rotated" and not wiener_rotated:
+                        continue
+                    result = tune_wiener_balance(source, limit=tune_limit, rotate_kernel=rotate)
+                    part_tuning[method] = _tuning_record(result, str(wiener_tune))
+                kept.keep_tuning(label, part_tuning)
+            for method, record in part_tuning.items():
+                balances[method] = record["balance"]
+                tuning[f"{METHOD_LABELS[method]} ({label})"] = record
         model = models.get(exposure, models.get(None))
         count = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
-        bar = tqdm(total=count, desc=f"evaluate {label}", unit="image", disable=not progress)
-        with bar:
-            part = evaluate_samples(
-                dataset,
-                settings,
-                model=model,
-                wiener_balance=balances["wiener"],
-                wiener_rotated_balance=balances["wiener_rotated"],
-                lpips=lpips,
-                device=device,
-                progress=bar.update,
-            )
+        first = kept.done(label)
+        evaluation.rows.extend(kept.rows(label))
+        per_batch = 1 if settings.protocol == "full" else settings.batch_size
+        bar = tqdm(
+            total=count,
+            initial=min(first * per_batch, count),
+            desc=f"evaluate {label}",
+            unit="image",
+            disable=not progress,
+        )
+
+        score = partial(
+            evaluate_samples,
+            dataset,
+            model=model,
+            wiener_balance=balances["wiener"],
+            wiener_rotated_balance=balances["wiener_rotated"],
+            lpips=lpips,
+            device=device,
+        )
+        try:
+            with bar:
+                part = score(
+                    settings,
+                    progress=bar.update,
+                    first_batch=first,
+                    on_batch=partial(kept.keep, label),
+                )
+                if first > 0 and not evaluation.examples and kept.examples() is None:
+                    # The examples are the first images, scored before the interruption: their
+                    # batches again, for the pictures only.
+                    examples_only = replace(settings, limit=max(settings.examples, 1))
+                    part.examples = score(examples_only).examples
+        except (DatasetFormatError, OSError) as error:
+            done = sum(len(rows) for rows in kept.batches.get(label, {}).values())
+            raise EvaluationStopped(
+                f"{error}; the scores of the batches finished before it are kept in "
+                f"{kept.folder} ({done} rows of {label}): rerun the same command to continue"
+            ) from error
         evaluation.rows.extend(part.rows)
         if not evaluation.examples:
-            evaluation.examples = part.examples
-    return write_report(out, evaluation, settings, title=title, facts=facts, wiener_tuning=tuning)
+            evaluation.examples = kept.examples() or part.examples
+            if evaluation.examples:
+                kept.keep_examples(evaluation.examples)
+    document = write_report(
+        out, evaluation, settings, title=title, facts=facts, wiener_tuning=tuning
+    )
+    kept.finish()
+    return document

@@ -32,7 +32,7 @@ import torch
 from torch import distributed, nn
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, restorer_from_checkpoint, save_checkpoint
 from .compute import PRECISIONS, autocast, resolve_precision, set_threads
 from .config import (
     KERNEL_SOURCES,
@@ -44,6 +44,7 @@ from .config import (
 from .data import open_training_data, split_indices
 from .losses import LOSSES
 from .plots import save_loss_curve, save_restoration_grid
+from .pretrained import locate_model
 from .restorer import Restorer, restorer_config
 from .samplers import SamplerSpec
 from .unet import count_parameters
@@ -146,6 +147,12 @@ class TrainConfig:
         Compile the training networks with ``torch.compile`` (TorchInductor; on a CPU it needs a
         C++ compiler). The first steps then include the compilation. Measured in
         docs/performance.md.
+    init : str or None
+        Start from the weights of a trained model instead of random ones: a checkpoint, an
+        exported model, or a bundled model's name (:mod:`diffdeblur.pretrained`). Its EMA
+        weights, the ones it restores with, start both the network and its EMA; the optimiser
+        starts afresh. Its configuration must be the one the other options build (fine-tuning,
+        not a change of architecture).
     seed : int
     workers : int
         DataLoader worker processes per training process.
@@ -188,6 +195,7 @@ class TrainConfig:
     precision: str = "auto"
     threads: int | None = None
     compile: bool = False
+    init: str | None = None
     seed: int = 0
     workers: int = 0
     checkpoint_every: int = 500
@@ -325,7 +333,12 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 #: The value of an option in runs saved before the option existed.
-_OPTIONS_BEFORE_THEY_EXISTED = {"prediction": "eps", "deconvolve": "none", "compile": False}
+_OPTIONS_BEFORE_THEY_EXISTED = {
+    "prediction": "eps",
+    "deconvolve": "none",
+    "compile": False,
+    "init": None,
+}
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -339,6 +352,24 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
     if changed:
         details = ", ".join(f"{n}: {saved.get(n)!r} -> {getattr(config, n)!r}" for n in changed)
         raise ValueError(f"--resume: options differ from the run in {path}: {details}")
+
+
+def _start_from(init: str, restorer: Restorer, ema: nn.Module, device: torch.device) -> None:
+    """Load the EMA weights of the model ``init`` (a file or a bundled model's name) into the
+    network and its EMA, with every check of loading a model; refuse another configuration."""
+    path = locate_model(init)
+    source = restorer_from_checkpoint(load_checkpoint(path, device), path)
+    if source.config != restorer.config:
+        saved = source.config
+        raise ValueError(
+            f"--init {init}: that model is a {saved.unet.base_channels}-channel "
+            f"{saved.parametrisation} network, this run builds a "
+            f"{restorer.config.parametrisation} network of {restorer.config.unet.base_channels} "
+            "channels, or they differ in another option; pass the options it was trained with "
+            "(`diffdeblur models` and docs/models.md list them)"
+        )
+    restorer.load_state_dict(source.state_dict())
+    ema.load_state_dict(source.state_dict())
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -505,6 +536,8 @@ def _run(
     torch.manual_seed(config.seed * 1009 + 1 + context.rank)
     noise = torch.Generator(context.device).manual_seed(config.seed * 1013 + context.rank)
     step = 0
+    if config.init is not None and not resume:
+        _start_from(config.init, restorer, ema, context.device)
     if resume:
         state = load_checkpoint(checkpoint_path, context.device)
         _check_resumable(state["train"], config, checkpoint_path)
@@ -634,7 +667,8 @@ def _run(
                     "run pass a budget, e.g. --budget-minutes 30, and a small network, "
                     "--variant tiny (the CPU recipe at the top of docs/diffdeblur.md)"
                 )
-        if horizon - step + run_steps < FEW_STEPS:
+        # A fine-tuning run (--init) starts from a trained model: a few steps are its point.
+        if config.init is None and horizon - step + run_steps < FEW_STEPS:
             say(
                 f"warning: this run will take only about {horizon - step + run_steps} steps; "
                 f"a model trained for fewer than {FEW_STEPS} steps is barely trained. Raise "

@@ -1,0 +1,384 @@
+"""Train, export and score the bundled model ``csb-universal`` (docs/models.md, its model card).
+
+Stages, each skipped when its output exists (rerun the same command to continue after an
+interruption):
+
+1. ``data``: one training set per setting of the thesis's experiments (``thesis.py``: Table 3's
+   PSF 16, 32 and 64 px; Table 4's four noise levels at PSF 32; Figure 4's T-sweeps with a
+   linear and a shaky trajectory), cut from every training photograph and none of the held-out
+   ones, with the same commands and seeds as ``thesis.py``; and the matching held-out test sets.
+   The training sets lie side by side in ``<work>/train``, which ``diffdeblur train`` reads as
+   one mixture.
+2. ``train``: one ``tiny`` network on the whole mixture, with the configuration the comparison
+   of ``parametrisations.py`` found best (the bridge, Charbonnier loss, lr 1e-3, batch 8, bf16
+   where the CPU has it), for ``--budget-minutes``. ``--more-minutes M`` resumes the run for M
+   more minutes: the budget may be spent in parts.
+3. ``export``: the EMA weights in float16 with the model card's facts (command, data recipe,
+   steps, samples seen, wall time) to ``--model-file`` (by default the package's bundled file).
+4. ``score``: ``diffdeblur evaluate`` of the exported file on every test set, against the blurred
+   input and Wiener given the true kernel (tuned on the setting's training crops), under the
+   ``central`` and ``context`` protocols; the tables go to ``<out>/results.md`` and
+   ``results.json``; and restorations of the held-out photograph ``chelsea`` (blurred here at
+   PSF 32) and of the real motion-blurred ``clock_motion`` as pictures.
+
+    python experiments/pretrained.py --work /tmp/pretrained --out experiments/results/pretrained \\
+        --budget-minutes 60 --lpips-weights lpips-alex-v0.1.pt
+    python experiments/pretrained.py --work /tmp/p --out /tmp/p/out --tiny --no-lpips  # CI size
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from csb_generator.images import builtin_folder, read_image
+from diffdeblur.checkpoint import export_model, load_checkpoint
+from photographs import extra_photographs
+from pipeline import (
+    CSB_GENERATE,
+    DIFFDEBLUR,
+    TEST_PHOTOGRAPHS,
+    blurred_photograph,
+    photo_folders,
+    picture,
+    run_logged,
+)
+from thesis import EXPERIMENTS, Setting, settings_of, training_photographs
+
+#: The package's bundled weights, which ``export`` writes by default.
+BUNDLED = (
+    Path(__file__).resolve().parents[1]
+    / "packages/diffdeblur/src/diffdeblur/models/csb-universal.pt"
+)
+
+#: The training configuration (``parametrisations.py``'s best row: ``bridge-charbonnier``).
+TRAIN_OPTIONS = [
+    "--variant", "tiny", "--parametrisation", "bridge", "--loss", "charbonnier",
+    "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "100",
+    "--ema-decay", "0.999", "--epochs", "100000", "--samples-per-epoch", "1024",
+    "--checkpoint-every", "200", "--validate-every", "100000", "--seed", "0",
+]  # fmt: skip
+
+PROTOCOLS = ("central", "context")
+
+
+def settings() -> list[Setting]:
+    """Every setting of the thesis's three experiments, in their order."""
+    return [setting for experiment in EXPERIMENTS for setting in settings_of(experiment)]
+
+
+def make_data(args: argparse.Namespace, run) -> None:
+    """Training and test sets of every setting (stage 1)."""
+    train_photos, test_photos = photo_folders(args.work, args.extra_photographs)
+    for setting in settings():
+        name = f"{setting.experiment}-{setting.name}"
+        train, test = args.work / "train" / name, args.work / "test" / name
+        generate = [CSB_GENERATE, *setting.generate, "--no-preview"]
+        sweep = "tsweep" in setting.generate
+        count = max(args.train_count // 6, 2) if sweep else args.train_count
+        if not (train / "manifest.json").exists():
+            run(
+                [*generate, "--source", str(train_photos), "--count", str(count),
+                 "--image-size", str(args.patch_size), "--out", str(train), "--seed", "0"],
+                f"generate-train-{name}.log",
+            )  # fmt: skip
+        if sweep:
+            # As in thesis.py: the test images of a T-sweep follow the training trajectory.
+            manifest = json.loads((train / "manifest.json").read_text())
+            position = generate.index("--trajectory") + 1
+            generate[position] = str(train / manifest["trajectory_file"])
+        if not (test / "manifest.json").exists():
+            run(
+                [*generate, "--source", str(test_photos), "--count", str(args.test_count),
+                 "--image-size", str(args.test_size), "--out", str(test), "--seed", "1"],
+                f"generate-test-{name}.log",
+            )  # fmt: skip
+
+
+def train(args: argparse.Namespace, run) -> None:
+    """Train on the mixture for the budget, or resume it for ``--more-minutes`` (stage 2)."""
+    folder = args.work / "run"
+    checkpoint = folder / "checkpoint.pt"
+    command = [DIFFDEBLUR, "train", "--data", str(args.work / "train"), "--out", str(folder),
+               *TRAIN_OPTIONS, "--patch-size", str(args.patch_size), "--quiet"]  # fmt: skip
+    if args.max_steps:
+        command += ["--max-steps", str(args.max_steps)]
+    parts = args.work / "parts.json"
+    done = json.loads(parts.read_text()) if parts.exists() else []
+    if not checkpoint.exists():
+        done = []
+        minutes = args.budget_minutes
+    elif args.more_minutes:
+        command.append("--resume")
+        minutes = args.more_minutes
+    else:
+        return
+    seconds = run([*command, "--budget-minutes", str(minutes)], f"train-{len(done) + 1}.log")
+    done.append({"command": shlex.join([*command, "--budget-minutes", str(minutes)]),
+                 "wall_s": round(seconds, 1),
+                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})  # fmt: skip
+    parts.write_text(json.dumps(done, indent=2) + "\n")
+
+
+def training_facts(args: argparse.Namespace) -> dict:
+    """Steps, samples seen, wall time and rate of the run, from its checkpoint, log and parts."""
+    folder = args.work / "run"
+    step = int(load_checkpoint(folder / "checkpoint.pt")["step"])
+    log_file = folder / "log.jsonl"  # written every 10 steps: absent after fewer
+    lines = log_file.read_text().splitlines() if log_file.exists() else []
+    log = [json.loads(line) for line in lines if line]
+    rates = [entry["samples_per_s"] for entry in log if "samples_per_s" in entry]
+    parts = json.loads((args.work / "parts.json").read_text())
+    batch = int(TRAIN_OPTIONS[TRAIN_OPTIONS.index("--batch-size") + 1])
+    return {
+        "steps": step,
+        "samples_seen": step * batch,
+        "wall_minutes": round(sum(p["wall_s"] for p in parts) / 60, 1),
+        "median_samples_per_s": round(float(np.median(rates)), 1) if rates else None,
+        "omp_wait_policy": parts[-1]["omp_wait_policy"],
+        "commands": [p["command"] for p in parts],
+    }
+
+
+def export(args: argparse.Namespace, facts: dict) -> None:
+    """The EMA weights in float16 with the model card's facts (stage 3)."""
+    lines = (args.work / "logs" / "train-1.log").read_text().splitlines()
+    plan = next((line for line in lines if line.startswith("plan:")), "")
+    card = {
+        "name": "csb-universal",
+        "exported_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        **facts,
+        "plan": plan,
+        "machine": cpu_model(),
+        "data": [
+            {"name": f"{s.experiment}-{s.name}", "label": s.label, "csb_generate": s.generate}
+            for s in settings()
+        ],
+        "crops_per_setting": args.train_count,
+        "crop_size_px": args.patch_size,
+        "photographs": training_photographs(args),
+        "held_out_photographs": list(TEST_PHOTOGRAPHS),
+    }
+    args.model_file.parent.mkdir(parents=True, exist_ok=True)
+    export_model(args.work / "run" / "checkpoint.pt", args.model_file, card)
+    print(f"wrote {args.model_file} ({args.model_file.stat().st_size / 2**20:.2f} MiB)", flush=True)
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the cores this process may use."""
+    names = [
+        line.split(":", 1)[1].strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines()
+        if line.startswith("model name")
+    ]
+    return f"{names[0] if names else 'unknown CPU'}, {len(os.sched_getaffinity(0))} cores"
+
+
+def score(args: argparse.Namespace, run) -> dict:
+    """``diffdeblur evaluate`` of the exported model on every test set (stage 4); returns the
+    summaries by setting and protocol. Reports are kept per model file (by its digest), so a
+    retrained model is scored afresh and an interrupted scoring continues."""
+    digest = hashlib.sha256(args.model_file.read_bytes()).hexdigest()[:12]
+    lpips = ["--lpips-weights", args.lpips_weights] if args.lpips_weights else []
+    lpips = ["--no-lpips"] if args.no_lpips else lpips
+    results = {}
+    for setting in settings():
+        name = f"{setting.experiment}-{setting.name}"
+        for protocol in PROTOCOLS:
+            report = args.work / "reports" / digest / f"{name}-{protocol}"
+            if not (report / "metrics.json").exists():
+                run(
+                    [DIFFDEBLUR, "evaluate", "--checkpoint", str(args.model_file),
+                     "--data", str(args.work / "test" / name),
+                     "--wiener-tune", str(args.work / "train" / name), "--tune-limit",
+                     str(args.tune_count), "--protocol", protocol, "--patch-size",
+                     str(args.patch_size), "--device", "cpu", "--quiet", "--overwrite",
+                     "--title", f"csb-universal: {setting.label} ({protocol})",
+                     "--out", str(report), *lpips],
+                    f"evaluate-{name}-{protocol}.log",
+                )  # fmt: skip
+            metrics = json.loads((report / "metrics.json").read_text())
+            results[f"{name}/{protocol}"] = {
+                "setting": name,
+                "label": setting.label,
+                "protocol": protocol,
+                "summary": metrics["summary"],
+                "by_exposure": metrics.get("by_exposure") or [],
+            }
+            if protocol == "central" and name == "table3-psf32":
+                shutil.copy(report / "examples.png", args.out / "examples-psf32.png")
+    return results
+
+
+def _cell(entry: dict) -> str:
+    lpips = "n/a" if entry["lpips"] != entry["lpips"] else f"{entry['lpips']:.3f}"
+    return f"{entry['psnr']:.2f} / {entry['ssim']:.3f} / {lpips}"
+
+
+def results_table(results: dict, protocol: str) -> list[str]:
+    """One row per setting (per T for the T-sweeps): Blurred, Wiener (true kernel) and the
+    model, with the model's PSNR and LPIPS against the blurred input's."""
+    lines = [
+        "| setting | Blurred | Wiener, true kernel | csb-universal | Δ PSNR vs Blurred "
+        "| Δ LPIPS vs Blurred |",
+        "|---|---|---|---|---:|---:|",
+    ]
+    for entry in (e for e in results.values() if e["protocol"] == protocol):
+        groups = [(entry["label"], entry["summary"])]
+        exposures = sorted({e["exposure"] for e in entry["by_exposure"]}, reverse=True)
+        if len(exposures) > 1:
+            groups = [
+                (f"{entry['label']}, T = {fraction(t)}",
+                 [e for e in entry["by_exposure"] if e["exposure"] == t])
+                for t in exposures
+            ]  # fmt: skip
+        for label, rows in groups:
+            by_method = {row["method"]: row for row in rows}
+            model, blurred = by_method["model"], by_method["blurred"]
+            lines.append(
+                f"| {label} | {_cell(blurred)} | {_cell(by_method['wiener'])} | {_cell(model)} "
+                f"| {model['psnr'] - blurred['psnr']:+.2f} | "
+                f"{model['lpips'] - blurred['lpips']:+.3f} |"
+            )
+    return lines
+
+
+def fraction(exposure: float) -> str:
+    """1, 1/2, 1/4, ... for the T-sweep's exposures."""
+    return "1" if exposure == 1 else f"1/{round(1 / exposure)}"
+
+
+def pictures(args: argparse.Namespace, run) -> None:
+    """Restorations of the held-out ``chelsea`` (blurred here at PSF 32) and of the real
+    ``clock_motion``, by the exported model, side by side with their inputs."""
+    from diffdeblur.metrics import psnr
+
+    folder = args.work / "pictures"
+    folder.mkdir(exist_ok=True)
+    blurred_path, sharp_path, _ = blurred_photograph(folder, seed=0)
+    clock = builtin_folder() / "clock_motion.png"
+    restored = folder / "restored"
+    run(
+        [DIFFDEBLUR, "restore", "--checkpoint", str(args.model_file), str(blurred_path),
+         str(clock), "--out", str(restored), "--device", "cpu", "--quiet", "--overwrite"],
+        "restore-pictures.log",
+    )  # fmt: skip
+    sharp = read_image(sharp_path)
+
+    def db(image: np.ndarray) -> str:
+        pair = [torch.from_numpy(a / 255.0).permute(2, 0, 1)[None] for a in (image, sharp)]
+        return f"{float(psnr(*pair)):.2f} dB"
+
+    blurred, model = read_image(blurred_path), read_image(restored / blurred_path.name)
+    picture(
+        args.out / "restorations.png",
+        [
+            ("held-out chelsea, PSF 32",
+             [(f"blurred {db(blurred)}", blurred), (f"csb-universal {db(model)}", model),
+              ("sharp", sharp)]),
+            ("real motion blur",
+             [("blurred (clock_motion)", read_image(clock)),
+              ("csb-universal", read_image(restored / clock.name))]),
+        ],
+    )  # fmt: skip
+
+
+def write_results(args: argparse.Namespace, facts: dict, results: dict) -> None:
+    """``<out>/results.md`` and ``results.json``."""
+    size = args.model_file.stat().st_size / 2**20
+    lines = [
+        "# csb-universal on held-out photographs",
+        "",
+        f"Model file: {args.model_file.name}, {size:.2f} MiB (float16). Trained "
+        f"{facts['wall_minutes']} min, {facts['steps']:,} steps, {facts['samples_seen']:,} "
+        f"samples seen (median {facts['median_samples_per_s']} samples/s, "
+        f"OMP_WAIT_POLICY={facts['omp_wait_policy']}).",
+        "",
+        "Cells are PSNR (dB) / SSIM / LPIPS over the 48 test crops (per T for the T-sweeps) of "
+        "`chelsea` and `coffee`, scored on their central 64 px. Wiener is given each crop's "
+        "true kernel and tuned on the setting's training crops. The model restores in one pass "
+        "and is given nothing but the blurred crop.",
+    ]
+    for protocol, text in (
+        ("central", "restores the central 64 px alone (the thesis's protocol)"),
+        ("context", "restores the whole 96 px crop, then scores its central 64 px"),
+    ):
+        lines += ["", f"## Protocol `{protocol}`: {text}", "", *results_table(results, protocol)]
+    lines += [
+        "",
+        "![held-out and real restorations](restorations.png)",
+        "",
+        "![test crops, PSF 32](examples-psf32.png)",
+    ]
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    (args.out / "results.json").write_text(
+        json.dumps({"training": facts, "results": results}, indent=2) + "\n"
+    )
+    print(f"wrote {args.out / 'results.md'}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="datasets and the run (large)")
+    parser.add_argument("--out", type=Path, required=True, help="results: tables and pictures")
+    parser.add_argument("--budget-minutes", type=float, default=60.0, help="first training part")
+    parser.add_argument("--more-minutes", type=float, default=None, help="resume for this long")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap per training part")
+    parser.add_argument("--model-file", type=Path, default=BUNDLED, help="where export writes")
+    parser.add_argument("--train-count", type=int, default=4000, help="per setting (per sweep)")
+    parser.add_argument("--test-count", type=int, default=48, help="per setting (per T)")
+    parser.add_argument("--patch-size", type=int, default=64, help="training crops and patches")
+    parser.add_argument("--test-size", type=int, default=96, help="side of the test crops, px")
+    parser.add_argument("--tune-count", type=int, default=64, help="Wiener tuning crops")
+    parser.add_argument("--lpips-weights", default=None, help="LPIPS weights file")
+    parser.add_argument("--no-lpips", action="store_true", help="score PSNR and SSIM only")
+    parser.add_argument(
+        "--extra-photographs",
+        default="debian",
+        choices=["pypi", "debian"],
+        help="training photographs besides the built-in ones (photographs.py)",
+    )
+    parser.add_argument("--stages", nargs="+", default=["data", "train", "export", "score"])
+    parser.add_argument("--tiny", action="store_true", help="CI size: a few samples and steps")
+    args = parser.parse_args()
+    if args.tiny:
+        args.train_count, args.test_count, args.patch_size, args.test_size = 12, 2, 32, 48
+        args.tune_count = 4
+        args.max_steps = args.max_steps or 2
+    try:
+        extra_photographs(args.extra_photographs)
+    except FileNotFoundError as error:
+        parser.error(f"--extra-photographs {args.extra_photographs}: {error}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    logs = args.work / "logs"
+    logs.mkdir(exist_ok=True)
+
+    def run(command: list[str], log_name: str) -> float:
+        return run_logged(command, logs / log_name, record=args.out / "commands.txt")
+
+    if "data" in args.stages:
+        make_data(args, run)
+    if "train" in args.stages:
+        train(args, run)
+    facts = training_facts(args)
+    print(json.dumps(facts, indent=2), file=sys.stderr)
+    if "export" in args.stages:
+        export(args, facts)
+    if "score" in args.stages:
+        results = score(args, run)
+        pictures(args, run)
+        write_results(args, facts, results)
+
+
+if __name__ == "__main__":
+    main()
