@@ -44,15 +44,19 @@ from csb_generator.images import builtin_folder, read_image
 from diffdeblur.checkpoint import export_model, load_checkpoint
 from photographs import extra_photographs
 from pipeline import (
-    CSB_GENERATE,
     DIFFDEBLUR,
     TEST_PHOTOGRAPHS,
     blurred_photograph,
-    photo_folders,
     picture,
     run_logged,
 )
-from thesis import EXPERIMENTS, Setting, settings_of, training_photographs
+from thesis import (
+    EXPERIMENTS,
+    Setting,
+    generate_setting_data,
+    settings_of,
+    training_photographs,
+)
 
 #: The package's bundled weights, which ``export`` writes by default.
 BUNDLED = (
@@ -77,31 +81,12 @@ def settings() -> list[Setting]:
 
 
 def make_data(args: argparse.Namespace, run) -> None:
-    """Training and test sets of every setting (stage 1)."""
-    train_photos, test_photos = photo_folders(args.work, args.extra_photographs)
+    """Training and test sets of every setting (stage 1), as ``thesis.py`` makes them."""
     for setting in settings():
         name = f"{setting.experiment}-{setting.name}"
-        train, test = args.work / "train" / name, args.work / "test" / name
-        generate = [CSB_GENERATE, *setting.generate, "--no-preview"]
-        sweep = "tsweep" in setting.generate
-        count = max(args.train_count // 6, 2) if sweep else args.train_count
-        if not (train / "manifest.json").exists():
-            run(
-                [*generate, "--source", str(train_photos), "--count", str(count),
-                 "--image-size", str(args.patch_size), "--out", str(train), "--seed", "0"],
-                f"generate-train-{name}.log",
-            )  # fmt: skip
-        if sweep:
-            # As in thesis.py: the test images of a T-sweep follow the training trajectory.
-            manifest = json.loads((train / "manifest.json").read_text())
-            position = generate.index("--trajectory") + 1
-            generate[position] = str(train / manifest["trajectory_file"])
-        if not (test / "manifest.json").exists():
-            run(
-                [*generate, "--source", str(test_photos), "--count", str(args.test_count),
-                 "--image-size", str(args.test_size), "--out", str(test), "--seed", "1"],
-                f"generate-test-{name}.log",
-            )  # fmt: skip
+        generate_setting_data(
+            args, setting, args.work / "train" / name, args.work / "test" / name, run
+        )
 
 
 def train(args: argparse.Namespace, run) -> None:

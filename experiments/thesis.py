@@ -100,12 +100,17 @@ class Runner:
         return run_logged(command, self.logs / log_name, record=self.commands)
 
 
-def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path:
-    """Generate, train, evaluate one setting; returns its report folder."""
+def generate_setting_data(
+    args: argparse.Namespace, setting: Setting, train_data: Path, test_data: Path, run
+) -> None:
+    """The training and held-out test sets of one setting (each skipped when it exists).
+
+    ``args`` gives ``work``, ``extra_photographs``, ``train_count``, ``test_count``,
+    ``patch_size`` (the training crops' side) and ``test_size``; ``run(command, log_name)`` runs
+    a command. Training seed 0, test seed 1, as every script of this folder uses them.
+    """
     train_photos, test_photos = photo_folders(args.work, args.extra_photographs)
-    base = args.work / setting.experiment / setting.name
-    train_data, test_data = base / "train", base / "test"
-    report = args.out / setting.experiment / setting.name
+    name = f"{setting.experiment}-{setting.name}"
     generate = [CSB_GENERATE, *setting.generate, "--no-preview"]
     sweep = "tsweep" in setting.generate
     # A T-sweep counts per T: the same number of training images in all, spread over the 6 T.
@@ -114,7 +119,7 @@ def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path
         run(
             [*generate, "--source", str(train_photos), "--count", str(train_count),
              "--image-size", str(args.patch_size), "--out", str(train_data), "--seed", "0"],
-            f"{setting.experiment}-{setting.name}-generate-train.log",
+            f"{name}-generate-train.log",
         )  # fmt: skip
     if sweep:
         # The test images are blurred by the training trajectory (the thesis's Figure 4 follows
@@ -126,8 +131,16 @@ def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path
         run(
             [*generate, "--source", str(test_photos), "--count", str(args.test_count),
              "--image-size", str(args.test_size), "--out", str(test_data), "--seed", "1"],
-            f"{setting.experiment}-{setting.name}-generate-test.log",
+            f"{name}-generate-test.log",
         )  # fmt: skip
+
+
+def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path:
+    """Generate, train, evaluate one setting; returns its report folder."""
+    base = args.work / setting.experiment / setting.name
+    train_data, test_data = base / "train", base / "test"
+    report = args.out / setting.experiment / setting.name
+    generate_setting_data(args, setting, train_data, test_data, run)
     model_dir = base / "run"
     if not (model_dir / "checkpoint.pt").exists():
         run(
