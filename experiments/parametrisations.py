@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -69,10 +70,20 @@ ROWS: dict[str, list[str]] = {
     "refine-v": ["--parametrisation", "refine", "--prediction", "v"],
     "sharp-eps": ["--parametrisation", "sharp", "--prediction", "eps"],
     "sharp-v": ["--parametrisation", "sharp", "--prediction", "v"],
+    "sharp-v-skip": ["--parametrisation", "sharp", "--prediction", "v", "--blurred-skip"],
     # Issue "use what the generator knows": estimated kernel -> learned Wiener -> refinement
     # (blind), and the same with the stored kernel (non-blind: an upper bound).
     "deconvolve-estimated": ["--parametrisation", "regression", "--deconvolve", "estimated"],
     "deconvolve-true": ["--parametrisation", "regression", "--deconvolve", "true"],
+    # The blind row with the best plain restorer of the comparison as its refiner.
+    "deconvolve-estimated-bridge": [
+        "--parametrisation",
+        "bridge",
+        "--loss",
+        "charbonnier",
+        "--deconvolve",
+        "estimated",
+    ],
     # The optimisation options of the issue "restorers that learn", each against its plain row.
     "regression-cosine": ["--parametrisation", "regression", "--lr-schedule", "cosine"],
     "bridge-charbonnier": ["--parametrisation", "bridge", "--loss", "charbonnier"],
@@ -126,11 +137,14 @@ def _train(args: argparse.Namespace, name: str, data: Path, run: Path, score) ->
         "--precision", args.precision, "--device", "cpu",
         "--quiet", *(["--threads", str(args.threads)] if args.threads else []),
     ]  # fmt: skip
+    # Only the training processes spin: this one scores between the parts, and threads of its
+    # own left spinning would take a core from every part after the first.
+    environment = {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"} if args.spin else None
     seconds, curve = 0.0, []
     for segment in range(args.segments):
         resume = ["--resume"] if segment else []
         log = args.work / f"train-{name}-{segment}.log"
-        seconds += run_logged([*command, *resume], log, args.out / "commands.txt")
+        seconds += run_logged([*command, *resume], log, args.out / "commands.txt", environment)
         (run / "timing.json").write_text(json.dumps({"train_seconds": seconds}) + "\n")
         if args.segments > 1:
             step = int(load_checkpoint(run / "checkpoint.pt")["step"])
@@ -249,6 +263,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="default: all available")
+    parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="training processes spin-wait (OMP_WAIT_POLICY=ACTIVE): faster on an idle machine",
+    )
     parser.add_argument("--train-count", type=int, default=4000)
     parser.add_argument("--test-count", type=int, default=48)
     parser.add_argument(
@@ -262,6 +281,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="datasets and runs (large)")
     parser.add_argument("--out", type=Path, required=True, help="results: tables and pictures")
     args = parser.parse_args()
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "ACTIVE":
+        parser.error(
+            "OMP_WAIT_POLICY=ACTIVE makes this script's own scoring threads spin while each row "
+            "trains, taking a core from it: unset it, and pass --spin to make the training "
+            "processes spin"
+        )
     if args.max_steps is not None and (args.max_steps < 1 or args.segments != 1):
         parser.error("--max-steps takes a positive number of steps, and one segment")
     args.work.mkdir(parents=True, exist_ok=True)

@@ -33,11 +33,13 @@ CSB_GENERATE = console_script("csb-generate")
 DIFFDEBLUR = console_script("diffdeblur")
 
 
-def run_logged(command: list[str], log: Path, record: Path | None = None) -> float:
+def run_logged(
+    command: list[str], log: Path, record: Path | None = None, env: dict[str, str] | None = None
+) -> float:
     """Run ``command`` with its output in ``log``; returns its wall time in seconds.
 
-    The command is printed, and appended to ``record`` when given. A failure stops the script
-    with the command and the end of its log.
+    The command is printed, and appended to ``record`` when given; ``env`` replaces the
+    environment. A failure stops the script with the command and the end of its log.
     """
     line = " ".join(command)
     print("$", line, flush=True)
@@ -46,7 +48,7 @@ def run_logged(command: list[str], log: Path, record: Path | None = None) -> flo
             handle.write(line + "\n")
     started = time.perf_counter()
     with open(log, "w") as handle:
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
     if result.returncode != 0:
         tail = log.read_text()[-2000:]
         raise SystemExit(f"command failed ({result.returncode}): {line}\n{tail}")

@@ -10,6 +10,7 @@ any value is read.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -124,6 +125,67 @@ def test_virtual_datasets_are_refused(copy, secret):
 
     _replace_dataset(copy, "exposure", virtual)
     _refused(copy, "shard-00000.h5", "'exposure'", "virtual dataset")
+
+
+def _mark_unread(path: Path) -> int:
+    """Put ``path``'s access time before its modification time, where Linux's relatime (and
+    strictatime) mounts move it on the next read; returns it, in ns."""
+    modified = path.stat().st_mtime_ns
+    os.utime(path, ns=(modified - 100 * 10**9, modified))
+    return path.stat().st_atime_ns
+
+
+@pytest.fixture
+def reads_are_seen(tmp_path) -> None:
+    """Skips where the filesystem does not record reads (noatime), so that the access-time
+    checks below can never pass vacuously."""
+    control = tmp_path / "control.bin"
+    control.write_bytes(b"control")
+    before = _mark_unread(control)
+    control.read_bytes()
+    if control.stat().st_atime_ns == before:
+        pytest.skip(f"{tmp_path} does not record reads (noatime): access times cannot tell")
+
+
+def test_a_refused_shard_reads_nothing_outside_its_folder(copy, secret, reads_are_seen):
+    """For each way a shard can point outside its folder, the file it points at keeps its
+    access time through ``open_dataset`` and ``csb-generate --verify`` (both refuse), and the
+    control, reading the crafted dataset with h5py alone, does move it: the attack is real and
+    the reader does not follow it."""
+    target = secret.with_suffix(".h5")
+    with h5py.File(target, "w") as other:
+        other["data"] = np.zeros((5, 4, 4, 3), dtype=np.float32)
+
+    def external_files(shard, name):
+        shard.create_dataset(name, shape=(5, 4, 4, 3), dtype="float32", external=[(secret, 0, 960)])
+
+    def external_link(shard, name):
+        shard[name] = h5py.ExternalLink(str(target), "/data")
+
+    def virtual(shard, name):
+        layout = h5py.VirtualLayout(shape=(5, 4, 4, 3), dtype="float32")
+        layout[:] = h5py.VirtualSource(str(target), "data", shape=(5, 4, 4, 3))
+        shard.create_virtual_dataset(name, layout)
+
+    cases = {
+        "external files": (secret, external_files),
+        "external link": (target, external_link),
+        "virtual dataset": (target, virtual),
+    }
+    pristine = copy.with_name("pristine")
+    shutil.copytree(copy, pristine)
+    for needle, (outside, make) in cases.items():
+        shutil.rmtree(copy)
+        shutil.copytree(pristine, copy)
+        _replace_dataset(copy, "blurred", make)
+        unread = _mark_unread(outside)
+        _refused(copy, "'blurred'", needle)
+        verify = run_cli(["--verify", copy])
+        assert verify.returncode == 2 and needle in verify.stderr, describe(verify)
+        assert outside.stat().st_atime_ns == unread, f"{needle}: {outside.name} was read"
+        with h5py.File(copy / "shard-00000.h5", "r") as shard:
+            shard["blurred"][...]
+        assert outside.stat().st_atime_ns != unread, f"{needle}: the control read nothing"
 
 
 def test_datasets_of_another_dtype_rank_or_name_are_refused(dataset, copy, tmp_path):

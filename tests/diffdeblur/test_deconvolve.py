@@ -141,6 +141,23 @@ def test_the_blind_restorer_estimates_from_the_whole_image_and_restores_any_size
         assert restored.shape == blurred.shape
 
 
+def test_the_estimator_runs_in_float32_under_bf16_autocast():
+    """In bf16 the estimator collapsed to the identity kernel in training (docs/diffdeblur.md),
+    so the restorer runs it in float32: under autocast its estimate is the float32 one exactly,
+    where the estimator called under autocast gives another (the check bites)."""
+    front = DeconvolutionConfig(kernel_size=9)
+    model = Restorer(restorer_config("regression", "tiny", deconvolution=front)).eval()
+    blurred = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        plain = model.kernel(blurred)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.kernel(blurred)
+            direct = model.kernel_estimator(blurred)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, plain)
+    assert not torch.equal(direct.float(), plain)
+
+
 # --- the command-line tools ---------------------------------------------------------------
 
 

@@ -139,6 +139,26 @@ def test_the_estimate_is_a_centred_unit_sum_kernel_at_any_image_size(size, shape
     )
 
 
+def test_an_estimate_with_no_mass_in_its_window_is_the_identity_kernel():
+    """Two far-apart peaks about an empty middle (an undertrained network can output them, and
+    float32's softmax leaves exact zeros between): the window about their centre of mass holds
+    nothing, and the estimate is the identity kernel rather than an all-zero one that the
+    Wiener filter refuses. A peak that fits keeps its window."""
+    estimator = KernelEstimator(3, channels=4, generator=torch.Generator().manual_seed(0))
+    logits = torch.full((2, 5, 5), -1e4)
+    logits[0, 0, 0] = logits[0, 4, 4] = 0.0  # centre of mass (2, 2), nothing near it
+    logits[1, 1, 2] = logits[1, 1, 3] = 0.0  # centre of mass (1, 2.5)
+    estimator.logits = lambda blurred: logits
+    kernel = estimator(torch.zeros(2, 3, 8, 8))
+    identity = torch.zeros(3, 3)
+    identity[1, 1] = 1
+    torch.testing.assert_close(kernel[0], identity, rtol=0, atol=0)
+    # Moved by 1.5 pixels to the centre: half a pixel with bilinear weights.
+    expected = torch.zeros(3, 3)
+    expected[1] = torch.tensor([0.25, 0.5, 0.25])
+    torch.testing.assert_close(kernel[1], expected, rtol=0, atol=1e-6)
+
+
 def test_images_smaller_than_the_kernel_give_kernels_and_bad_sizes_are_refused():
     estimator = KernelEstimator(16, channels=4, generator=torch.Generator().manual_seed(0))
     # The thesis's PSF-64 protocol restores 64 px crops: smaller than the kernel, still estimated.

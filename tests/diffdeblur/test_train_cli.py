@@ -151,6 +151,10 @@ BAD = {
     "plain-file": (["--data", "{file}"], "neither a csb-generate dataset"),
     "missing-data": (["--data", "{missing}"], "does not exist"),
     "resume-empty-folder": (["--resume"], "does not exist"),
+    "blurred-skip-with-eps": (
+        ["--parametrisation", "sharp", "--prediction", "eps", "--blurred-skip"],
+        "--blurred-skip applies to --parametrisation sharp with --prediction x0 or v",
+    ),
 }
 
 

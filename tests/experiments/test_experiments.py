@@ -141,8 +141,8 @@ def test_restorer_comparison_runs_end_to_end_at_ci_size(tmp_path, lpips_weights)
     _run([ROOT / "experiments" / "parametrisations.py", "--rows", "regression",
           "deconvolve-estimated", "--psf-size", "16", "--budget-minutes", "0.1", "--segments",
           "2", "--train-count", "16", "--test-count", "4", "--sampling-steps", "1",
-          "--extra-photographs", "none", "--threads", "1", "--lpips-weights", lpips_weights,
-          "--work", tmp_path / "w", "--out", out])  # fmt: skip
+          "--extra-photographs", "none", "--threads", "1", "--spin", "--lpips-weights",
+          lpips_weights, "--work", tmp_path / "w", "--out", out])  # fmt: skip
     results = json.loads((out / "results.json").read_text())
     for name in ("regression", "deconvolve-estimated"):
         curve = results["rows"][name]["curve"]
@@ -164,6 +164,20 @@ def test_restorer_comparison_runs_end_to_end_at_ci_size(tmp_path, lpips_weights)
             _run([ROOT / "experiments" / "parametrisations.py", "--rows", "regression",
                   *other, "--lpips-weights", lpips_weights, "--work", tmp_path / "w",
                   "--out", out])  # fmt: skip
+
+
+def test_the_comparison_refuses_to_spin_its_own_threads(tmp_path):
+    """Exported to the driver, OMP_WAIT_POLICY=ACTIVE would leave its scoring threads spinning
+    while each row trains (measured: the parts after the first trained at about 40 % of the
+    first's rate); it is refused, with what to do instead."""
+    result = subprocess.run(
+        [sys.executable, ROOT / "experiments" / "parametrisations.py", "--lpips-weights", "x",
+         "--work", tmp_path / "w", "--out", tmp_path / "o"],
+        capture_output=True, text=True, env={**_env(), "OMP_WAIT_POLICY": "active"}, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "OMP_WAIT_POLICY=ACTIVE" in result.stderr and "--spin" in result.stderr
+    assert not (tmp_path / "w").exists()
 
 
 def test_the_comparison_runs_on_table_4_noisy_data(tmp_path, lpips_weights):

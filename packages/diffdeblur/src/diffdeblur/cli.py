@@ -78,6 +78,12 @@ def main() -> None:
     help="What the diffusion network predicts: the noise (eps, the thesis's), the image, or v.",
 )
 @click.option(
+    "--blurred-skip",
+    is_flag=True,
+    help="sharp with x0 or v prediction: the network learns a correction of the blurred image "
+    "(its output is added to the blurred image's own target), as regression does.",
+)
+@click.option(
     "--bridge-noise", type=float, default=0.1, show_default=True, help="Noise scale of bridge."
 )
 @click.option(

@@ -249,6 +249,12 @@ class RestorerConfig:
         Channels of the images (3 = RGB).
     deconvolution : DeconvolutionConfig or None
         The deconvolution front end, or None (the networks see the blurred image alone).
+    blurred_skip : bool
+        ``sharp`` with x0 or v prediction only: the denoiser's output is the network's plus
+        the target the blurred image would have as a noiseless x0 (the blurred image for x0,
+        ``-sqrt(1 - ab_t)`` times it for v), so the network learns the correction of the
+        blurred image, as a regressor with a global skip does (:meth:`diffdeblur.restorer.
+        Restorer.denoiser`). The process is unchanged: the sharp image is diffused.
     """
 
     parametrisation: Parametrisation = "sharp"
@@ -258,6 +264,7 @@ class RestorerConfig:
     residual_scale: float = 5.0
     image_channels: int = 3
     deconvolution: DeconvolutionConfig | None = None
+    blurred_skip: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible nested dict (tuples become lists)."""

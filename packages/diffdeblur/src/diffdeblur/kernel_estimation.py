@@ -261,7 +261,13 @@ def _centre(kernel: Tensor, size: int) -> Tensor:
     # out(i) = p(i + centre - size // 2): linear interpolation between the two pixels around it.
     patch = (1 - row_fraction) * patch[:, :-1] + row_fraction * patch[:, 1:]
     patch = (1 - col_fraction) * patch[:, :, :-1] + col_fraction * patch[:, :, 1:]
-    return patch / patch.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    total = patch.sum(dim=(-2, -1), keepdim=True)
+    # All the mass can lie outside the window (two far-apart peaks about an empty middle, from
+    # an undertrained network): such an estimate stands for no blur, the identity kernel, not
+    # for an all-zero kernel that no deconvolution can use.
+    identity = torch.zeros_like(patch)
+    identity[:, size // 2, size // 2] = 1
+    return torch.where(total > 0, patch / total.clamp_min(torch.finfo(total.dtype).tiny), identity)
 
 
 class _Block(nn.Module):
@@ -371,7 +377,8 @@ class KernelEstimator(nn.Module):
             Non-negative kernels with unit sum and their centre of mass on pixel ``(K // 2,
             K // 2)``, like the true-convolution kernels of ``csb-generate`` (their exposure
             aside). That is exact for an estimate that fits in the window; a spread-out one (an
-            untrained network's) loses what falls outside, and its centre moves with that.
+            untrained network's) loses what falls outside, and its centre moves with that. One
+            with no mass in the window at all is returned as the identity kernel.
 
         Raises
         ------

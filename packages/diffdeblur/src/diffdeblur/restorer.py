@@ -86,6 +86,7 @@ def restorer_config(
     residual_scale: float = 5.0,
     image_channels: int = 3,
     deconvolution: DeconvolutionConfig | None = None,
+    blurred_skip: bool = False,
     **unet_overrides,
 ) -> RestorerConfig:
     """A consistent :class:`RestorerConfig`: channel counts follow from the parametrisation.
@@ -105,6 +106,9 @@ def restorer_config(
     deconvolution : DeconvolutionConfig, optional
         A deconvolution front end (module documentation, Deconvolution); its deconvolved image
         is one more conditioning image for every network.
+    blurred_skip : bool
+        A skip from the blurred image for ``sharp`` with x0 or v prediction
+        (:attr:`RestorerConfig.blurred_skip`).
     **unet_overrides
         Fields of :class:`~diffdeblur.config.UNetConfig` to override in the preset.
 
@@ -145,6 +149,7 @@ def restorer_config(
         residual_scale=float(residual_scale),
         image_channels=image_channels,
         deconvolution=deconvolution,
+        blurred_skip=blurred_skip,
     )
 
 
@@ -176,6 +181,13 @@ class Restorer(nn.Module):
 
     def __init__(self, config: RestorerConfig):
         super().__init__()
+        if config.blurred_skip and (
+            config.parametrisation != "sharp" or config.diffusion.prediction == "eps"
+        ):
+            raise ValueError(
+                "blurred_skip applies to the sharp parametrisation with x0 or v prediction, not "
+                f"to {config.parametrisation} with {config.diffusion.prediction}"
+            )
         self.config = config
         self.diffusion = (
             BlurBridge(config.diffusion)
@@ -202,7 +214,8 @@ class Restorer(nn.Module):
         """The kernels the front end deconvolves ``blurred`` (B, C, H, W) with, (B, K', K').
 
         ``kernel`` when given (it must be given to a ``kernel="true"`` restorer), else the
-        estimator's estimate from the whole images.
+        estimator's estimate from the whole images, computed in float32 whatever the autocast
+        precision.
         """
         front = self.config.deconvolution
         if front is None:
@@ -213,7 +226,10 @@ class Restorer(nn.Module):
                     "this restorer deconvolves with the true kernel (non-blind): pass the kernel; "
                     "it cannot restore an image whose kernel is unknown"
                 )
-            return self.kernel_estimator(blurred)
+            # Under bf16 autocast the estimator collapsed to the identity kernel within a few
+            # hundred steps (docs/diffdeblur.md); its float32 runs did not.
+            with torch.autocast(blurred.device.type, enabled=False):
+                return self.kernel_estimator(blurred.float())
         size = front.kernel_size
         if kernel.ndim != 3 or kernel.shape[0] not in (1, blurred.shape[0]):
             raise ValueError(f"kernel must be (B, {size}, {size}), got {tuple(kernel.shape)}")
@@ -296,15 +312,27 @@ class Restorer(nn.Module):
     def denoiser(self, conditioning: Tensor) -> Denoiser:
         """The network's prediction at (x_t, t) for fixed conditioning images.
 
-        ``conditioning`` is broadcast over the batch of x_t when it has batch size 1.
+        ``conditioning`` is broadcast over the batch of x_t when it has batch size 1. With
+        ``blurred_skip``, the prediction is the network's output plus the target that the blurred
+        image ``y`` would have as a noiseless x0, ``target(y, 0, t)``: ``y`` for x0 prediction,
+        ``-sqrt(1 - ab_t) y`` for v. The x0 it stands for at pure noise is then ``y`` minus the
+        network's output, so an untrained network starts from the blurred image, not from a
+        grey one, and the network learns a correction, as the regressor does with its global
+        skip. Training and sampling both go through here, so they agree.
         """
         network = self.denoiser_net
         if network is None:
             raise RuntimeError("the regression parametrisation has no denoiser")
+        skip = self.config.blurred_skip
 
         def predict(x_t: Tensor, t: Tensor) -> Tensor:
             condition = conditioning.expand(x_t.shape[0], *conditioning.shape[1:])
-            return network(torch.cat([x_t, condition], dim=1), t)
+            output = network(torch.cat([x_t, condition], dim=1), t)
+            if skip:
+                # In the blurred image's precision: under bf16 autocast the sum is float32.
+                blurred = self._blurred(condition)
+                output = output + self.diffusion.target(blurred, torch.zeros_like(blurred), t)
+            return output
 
         return predict
 
@@ -356,7 +384,7 @@ class Restorer(nn.Module):
                 )
             used = kernel
             if self.kernel_estimator is not None:
-                used = self.kernel_estimator(blurred)
+                used = self.kernel(blurred)
                 kernel_term = kernel_loss(used.float(), kernel)
                 reblur_term = reblur_loss(used.float(), sharp.float(), blurred.float())
                 parts["kernel"] = float(kernel_term.detach())

@@ -112,6 +112,9 @@ class TrainConfig:
         Noise scale of the bridge (``bridge`` only), >= 0.
     loss : {"mse", "l1", "charbonnier"}
         Pixel loss on the network's target.
+    blurred_skip : bool
+        ``sharp`` with x0 or v prediction: the network learns a correction of the blurred image
+        (:attr:`diffdeblur.config.RestorerConfig.blurred_skip`).
     deconvolve : {"none", "estimated", "true"}
         A deconvolution front end (:mod:`diffdeblur.restorer`, Deconvolution): none; Wiener with
         a learned kernel estimate (blind); or Wiener with the stored kernel (non-blind, an upper
@@ -181,6 +184,7 @@ class TrainConfig:
     prediction: str = "v"
     bridge_noise: float = 0.1
     loss: str = "mse"
+    blurred_skip: bool = False
     deconvolve: str = "none"
     residual_scale: float = 5.0
     patch_size: int = 64
@@ -251,6 +255,10 @@ class TrainConfig:
                     f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
                     f"got {getattr(self, name)!r}"
                 )
+        if self.blurred_skip and (self.parametrisation != "sharp" or self.prediction == "eps"):
+            raise ValueError(
+                "--blurred-skip applies to --parametrisation sharp with --prediction x0 or v"
+            )
         if self.bridge_noise < 0:
             raise ValueError("--bridge-noise must be >= 0")
         if self.threads is not None and self.threads < 1:
@@ -338,6 +346,7 @@ _OPTIONS_BEFORE_THEY_EXISTED = {
     "deconvolve": "none",
     "compile": False,
     "init": None,
+    "blurred_skip": False,
 }
 
 
@@ -521,6 +530,7 @@ def _run(
             ),
             residual_scale=config.residual_scale,
             deconvolution=_deconvolution(config, dataset),
+            blurred_skip=config.blurred_skip,
         )
     ).to(context.device)
     ema = copy.deepcopy(restorer).requires_grad_(False)
