@@ -11,7 +11,7 @@ What it measures (every time is the *best* (minimum) of ``repeat`` timeit runs; 
 printed next to it and stored in the JSON):
 
 a. Kernels per second: ``random_psf(sample_rng(0, i), 64, length=32)`` (N = 2000 trajectory
-   samples, T = 1) against the pure-Python reference of spec sections 1-2
+   samples, T = 1) against the pure-Python reference of docs/model.md, sections 1 and 2
    (``tests/plain_model.py``: ``plain_random_trajectory`` + ``plain_psf``), with the split into
    trajectory and PSF.
 b. ``degrade`` of a 256x256 RGB float64 crop of a real photograph with a 64 px kernel plus noise

@@ -1,7 +1,7 @@
 """A deliberately plain pure-Python transcription of the spec's sections 1 and 2.
 
 No NumPy in the loops, no numba: one step of the pseudo-code per line, so that a reader can check
-it against ``shared/spec/degradation.md`` by eye. The tests compare the library with it, and the
+it against ``docs/model.md`` by eye. The tests compare the library with it, and the
 benchmarks time the library against it.
 """
 

@@ -1,6 +1,6 @@
 """Bad and unusual input through the command line: every pixel format a photo folder may hold,
 files that are not usable images, folders with nothing usable, and impossible options
-(shared/spec/degradation.md section 7; exit codes in docs/cli.md)."""
+(docs/cli.md#sources; exit codes in docs/cli.md#exit-codes)."""
 
 from __future__ import annotations
 

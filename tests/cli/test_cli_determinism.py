@@ -1,5 +1,6 @@
 """Sample i is a pure function of (seed, i, options, sources): the same bytes whatever the number
-of workers, the shard size, or the split of the work into parts (shared/spec/shards.md)."""
+of workers, the shard size, or the split of the work into parts
+(docs/model.md#5-reproducibility)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Every mode, through the ``csb-generate`` subprocess, read back with plain h5py and json and
-checked against the format (docs/format.md, shared/spec/shards.md) and the model."""
+checked against the format (docs/format.md) and the model."""
 
 from __future__ import annotations
 

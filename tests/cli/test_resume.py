@@ -1,6 +1,6 @@
 """Crash safety: a killed run leaves no half-written shard under a final name, and rerunning the
 same command resumes it to the same bytes as an uninterrupted run; damaged shards are found by
-their hash and regenerated (shared/spec/shards.md, Guarantees)."""
+their hash and regenerated (docs/format.md#guarantees)."""
 
 from __future__ import annotations
 

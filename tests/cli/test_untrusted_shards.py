@@ -9,6 +9,7 @@ any value is read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from cli_support import assert_ok, describe, run_cli
 from csb_generator import DatasetFormatError, open_dataset
-from csb_generator.shard_checks import sha256_file
+from csb_generator.shard_checks import sha256_file, shard_sha256s
 
 SECRET = b"root:x:0:0:root:/root:/bin/bash\n" * 4096
 
@@ -251,6 +252,15 @@ def test_a_changed_shard_fails_its_checksum_and_verify_false_skips_the_hash(copy
         shard["sigma"][0] = 3.0  # a valid value: only the checksum can tell
     _refused(copy, "shard-00002.h5", "SHA-256 is not the manifest's", "rerun")
     assert float(open_dataset(copy, verify=False)[10]["sigma"]) == 3.0
+
+
+def test_shards_hashed_side_by_side_give_each_file_its_own_digest(dataset):
+    paths = sorted(dataset.glob("shard-*.h5"))
+    assert len(paths) == 3  # more files than one thread takes, on any machine with 2 cores
+    expected = [hashlib.sha256(path.read_bytes()).hexdigest() for path in paths]
+    assert shard_sha256s(paths) == expected
+    assert shard_sha256s(paths[::-1]) == expected[::-1]
+    assert shard_sha256s([]) == []
 
 
 def test_a_truncated_shard_is_named(copy):

@@ -1,4 +1,6 @@
-"""Blurring (spec section 3): true convolution, alignment, and boundaries.
+"""Blurring: true convolution, alignment, and boundaries.
+
+The model: docs/model.md#3-blur-true-convolution-no-padding-artefacts.
 
 Reference: with the kernel origin at its central pixel (K // 2, K' // 2), the module docstring of
 ``csb_generator.blur`` defines

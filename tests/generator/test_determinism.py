@@ -1,4 +1,7 @@
-"""Reproducibility (spec section 5): a sample is a pure function of (dataset seed, sample index)."""
+"""Reproducibility: a sample is a pure function of (dataset seed, sample index).
+
+The model: docs/model.md#5-reproducibility.
+"""
 
 from __future__ import annotations
 

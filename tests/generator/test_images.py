@@ -1,4 +1,6 @@
-"""Source photographs (spec section 7): scanning, decoding every pixel format, downscaling, crops.
+"""Source photographs: scanning, decoding every pixel format, downscaling, crops.
+
+The rules: docs/cli.md#sources.
 
 Every file here is a real file written to a temporary folder by Pillow, tifffile, or a small PNG
 writer below (Pillow cannot write 16-bit colour PNG).

@@ -1,4 +1,6 @@
-"""Noise model (spec section 4): moments, clipping, exact formula, and argument checks.
+"""Noise model: moments, clipping, exact formula, and argument checks.
+
+The model: docs/model.md#4-noise-thesis-convention.
 
 Model, with s = sigma / 255, p = lam / 255 and b = T * x0 on a flat image:
 

@@ -1,4 +1,7 @@
-"""PSF model (spec section 2): weights, splatting, centring, nesting, redraws, other kernels."""
+"""PSF model: weights, splatting, centring, nesting, redraws, other kernels.
+
+The model: docs/model.md#2-kernel-psf-for-an-exposure-fraction-t.
+"""
 
 from __future__ import annotations
 

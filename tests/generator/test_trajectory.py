@@ -1,4 +1,4 @@
-"""Trajectory model (spec section 1): exact invariants and parameter bookkeeping."""
+"""Trajectory model (docs/model.md#1-trajectory): exact invariants and parameter bookkeeping."""
 
 from __future__ import annotations
 

@@ -18,7 +18,14 @@ from .psf import (
     random_psf,
 )
 from .rng import dataset_rng, sample_rng
-from .shards import DatasetFormatError, ShardDataset, TSweepDataset, open_dataset, verify_dataset
+from .shards import (
+    MANIFEST_NAME,
+    DatasetFormatError,
+    ShardDataset,
+    TSweepDataset,
+    open_dataset,
+    verify_dataset,
+)
 from .trajectory import Trajectory, linear_trajectory, random_trajectory, trajectory_from_draws
 
 try:
@@ -27,6 +34,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0+unknown"
 
 __all__ = [
+    "MANIFEST_NAME",
     "DatasetFormatError",
     "RandomPSF",
     "ShardDataset",

@@ -1,4 +1,6 @@
-"""Blurring by true convolution, without padding artefacts (spec section 3).
+"""Blurring by true convolution, without padding artefacts.
+
+The model: docs/model.md#3-blur-true-convolution-no-padding-artefacts.
 
 The output pixel ``(i, j)`` is aligned with input pixel ``(i, j)`` when the kernel's origin is its
 central pixel ``(K // 2, K // 2)``:

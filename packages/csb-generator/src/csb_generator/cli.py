@@ -239,7 +239,7 @@ def main(**args) -> None:
             num_shards=execution["num_shards"],
         )
     except OptionError as error:
-        raise click.BadParameter(str(error).split(": ", 1)[1], param_hint=error.option) from None
+        raise click.BadParameter(error.reason, param_hint=error.option) from None
     except OutputBusy as error:  # not the command's fault: the same command works later
         click.echo(f"error: {error}", err=True)
         sys.exit(1)

@@ -1,4 +1,4 @@
-"""Source photographs: finding, decoding, downscaling and cropping them (spec section 7).
+"""Source photographs: finding, decoding, downscaling and cropping them (docs/cli.md#sources).
 
 A *source* is either a folder of photographs (any depth) or the built-in set of real photographs
 that ship inside the scikit-image wheel, so that the generator runs with no data at hand.

@@ -1,4 +1,4 @@
-"""The four dataset modes: their options, the thesis defaults, and sample ``i`` (spec section 6).
+"""The four dataset modes: their options, the thesis defaults, and sample ``i`` (docs/cli.md#modes).
 
 =========  ==========================================  ========================  ===============
 mode       kernel                                      noise                     exposure T
@@ -43,7 +43,7 @@ __all__ = ["MODES", "DatasetOptions", "OptionError", "SampleMaker", "resolve_opt
 
 MODES = ("fixed", "random", "noisy", "tsweep")
 
-#: The thesis's settings for each mode (spec sections 4 and 6).
+#: The thesis's settings for each mode (docs/cli.md#modes, docs/model.md#4-noise-thesis-convention).
 THESIS_EXPOSURES = {
     "fixed": (1.0,),
     "random": (1.0,),
@@ -62,11 +62,16 @@ BLURRED_DTYPES = ("float32", "float16", "uint8", "uint16")
 
 
 class OptionError(ValueError):
-    """An option value is invalid or does not fit the mode; the message names the option."""
+    """An option value is invalid or does not fit the mode.
+
+    ``option`` names the option and ``reason`` says what is wrong with its value; the message is
+    both, ``"{option}: {reason}"``.
+    """
 
     def __init__(self, option: str, message: str):
         super().__init__(f"{option}: {message}")
         self.option = option
+        self.reason = message
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ class DatasetOptions:
     min_length : float
         ``random`` mode: the minimum of the per-image length draw, in pixels.
     anxiety, centripetal, gaussian, freq_big_shakes : float or None
-        Trajectory parameters; None draws them per trajectory (spec section 1).
+        Trajectory parameters; None draws them per trajectory (docs/model.md#1-trajectory).
     exposures : tuple of float
         Exposures T in (0, 1]: drawn from per image (noisy) or one part each (tsweep).
     lams, sigmas : tuple of float
@@ -476,7 +481,8 @@ class SampleMaker:
         self, rng: np.random.Generator, shape: tuple[int, int]
     ) -> tuple[int, int, int, int]:
         # Keep the kernel's reach inside the image where it is large enough, so that the blur
-        # sees real pixels and reflection padding is the exception (spec section 3).
+        # sees real pixels and reflection padding is the exception:
+        # docs/model.md#3-blur-true-convolution-no-padding-artefacts.
         size, kernel = self.options.image_size, self.options.psf_size
         before, after = kernel - 1 - kernel // 2, kernel // 2
         inner = (shape[0] - before - after, shape[1] - before - after)

@@ -1,4 +1,6 @@
-"""Poisson-Gaussian sensor noise with the 1/T gain, and the whole degradation (spec section 4).
+"""Poisson-Gaussian sensor noise with the 1/T gain, and the whole degradation.
+
+The model: docs/model.md#4-noise-thesis-convention.
 
 With intensities in [0, 1] and a kernel summing to the exposure T:
 

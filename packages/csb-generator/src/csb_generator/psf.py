@@ -162,7 +162,9 @@ def psf_from_trajectory(
     *,
     alignment: Alignment = "centre-of-mass",
 ) -> np.ndarray:
-    """Splat a trajectory into a kernel for an exposure fraction T (spec section 2).
+    """Splat a trajectory into a kernel for an exposure fraction T.
+
+    The model: docs/model.md#2-kernel-psf-for-an-exposure-fraction-t.
 
     Each exposed sample is splatted bilinearly with its weight from :func:`exposure_weights`, and
     the kernel is divided by the number of samples N, so it sums to T exactly (to floating-point

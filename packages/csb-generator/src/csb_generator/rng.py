@@ -1,4 +1,4 @@
-"""Per-sample random generators (spec section 5)."""
+"""Per-sample random generators (docs/model.md#5-reproducibility)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -29,6 +31,7 @@ __all__ = [
     "inside_folder",
     "sha256_file",
     "shard_sha256",
+    "shard_sha256s",
 ]
 
 _FLOATS = ("float32",)
@@ -102,6 +105,19 @@ def shard_sha256(path: Path) -> str:
     if key not in _DIGESTS:
         _DIGESTS[key] = sha256_file(path)
     return _DIGESTS[key]
+
+
+def shard_sha256s(paths: Sequence[Path]) -> list[str]:
+    """:func:`shard_sha256` of each path, hashed on as many threads as the process has cores.
+
+    hashlib and file reads release the GIL, so threads hash files side by side.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(len(paths), cores or 1)
+    if workers <= 1:
+        return [shard_sha256(path) for path in paths]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(shard_sha256, paths))
 
 
 def check_shard_file(handle: h5py.File, path: Path, count: int) -> None:

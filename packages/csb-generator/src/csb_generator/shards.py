@@ -26,7 +26,7 @@ from .shard_checks import (
     check_shard_file,
     inside_folder,
     sha256_file,
-    shard_sha256,
+    shard_sha256s,
 )
 
 __all__ = [
@@ -47,6 +47,8 @@ __all__ = [
 FORMAT_NAME = "csb-shards"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+"""The file that makes a folder a dataset: its options, its shards and their SHA-256, written
+last by ``csb-generate`` (docs/format.md#manifestjson)."""
 
 #: Per-sample datasets in write order; every one has the sample axis first.
 SAMPLE_FIELDS = (
@@ -325,8 +327,9 @@ class ShardDataset:
         missing = [str(entry.path) for entry in entries if not entry.path.is_file()]
         if missing:
             raise DatasetFormatError(f"{self.folder}: missing shard files {missing}")
-        for shard, entry in zip(shards, entries, strict=True):
-            if verify and shard_sha256(entry.path) != shard.get("sha256"):
+        digests = shard_sha256s([entry.path for entry in entries]) if verify else None
+        for number, (shard, entry) in enumerate(zip(shards, entries, strict=True)):
+            if digests is not None and digests[number] != shard.get("sha256"):
                 raise DatasetFormatError(
                     f"{entry.path}: its SHA-256 is not the manifest's: the file was changed or "
                     "damaged after it was written (regenerate it: rerun the csb-generate command)"

@@ -1,4 +1,4 @@
-"""Random camera-shake trajectories (Boracchi & Foi 2012, spec section 1).
+"""Random camera-shake trajectories (Boracchi & Foi 2012, docs/model.md#1-trajectory).
 
 A trajectory is a particle path sampled at ``num_samples`` instants: complex positions whose real
 part is the column and imaginary part the row, in pixels, starting at 0. The particle moves at
@@ -197,7 +197,7 @@ def random_trajectory(
     freq_big_shakes: float | None = None,
     angle: float | None = None,
 ) -> Trajectory:
-    """Draw a random camera-shake trajectory (spec section 1).
+    """Draw a random camera-shake trajectory (docs/model.md#1-trajectory).
 
     Parameters
     ----------

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from csb_generator import open_dataset
+from csb_generator import MANIFEST_NAME, open_dataset
 from csb_generator.images import (
     IMAGE_EXTENSIONS,
     CropPolicy,
@@ -65,9 +65,6 @@ __all__ = [
 ]
 
 Sample = dict[str, Any]
-
-# The file whose presence marks a complete csb-generate dataset (docs/format.md).
-MANIFEST_NAME = "manifest.json"
 
 # How many offending files an error message lists before it summarises the rest.
 _LISTED = 5

@@ -20,7 +20,7 @@ estimates sharp pixel ``(i, j)`` for odd and even kernels alike.
 Scale
 -----
 The stored kernel sums to the exposure T and the stored image carries the 1/T gain:
-``blurred = clip((k * x + noise) / T, 0, 1)`` (``shared/spec/degradation.md`` section 4). It is
+``blurred = clip((k * x + noise) / T, 0, 1)`` (docs/model.md#4-noise-thesis-convention). It is
 therefore ``(k / T) * x`` plus amplified noise, so the kernel is normalised to unit sum before
 deconvolving and the result comes out on the sharp image's [0, 1] scale. Deconvolving with the
 kernel as stored would multiply the image by 1/T. The noise gain 1/T is left to the balance: a
