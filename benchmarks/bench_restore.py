@@ -451,7 +451,7 @@ def run(args: argparse.Namespace, scratch: Path, stem: str) -> None:
         env["OMP_NUM_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)  # what the children will use, for the record
     restore = [
-        console_script("diffdeblur"),
+        str(console_script("diffdeblur")),
         "restore",
         *("--checkpoint", str(args.checkpoint), str(image), "--out", str(scratch / "restored")),
         *("--sampler", "ddim", "--batch-size", str(args.batch_size), "--device", args.device),

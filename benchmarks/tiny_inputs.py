@@ -15,39 +15,19 @@ code path of a benchmark runs. Numbers measured with it mean nothing.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+# The tests' helper finds the installed commands; one copy serves both.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from console_scripts import console_script
+
+__all__ = ["TINY_SIZE", "console_script", "tiny_checkpoint", "tiny_dataset"]
+
 #: Side of the tiny dataset's crops and of the tiny checkpoint's training patches, px.
 TINY_SIZE = 32
-
-
-def console_script(name: str) -> str:
-    """The path of an installed command line (``csb-generate``, ``diffdeblur``).
-
-    The one beside the running Python comes first, so that a virtual environment's command is
-    used even when the environment is not activated.
-
-    Parameters
-    ----------
-    name : str
-
-    Returns
-    -------
-    str
-
-    Raises
-    ------
-    SystemExit
-        If the command is not installed.
-    """
-    beside = Path(sys.executable).with_name(name)
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if found is None:
-        sys.exit(f"{name} is not installed in this environment")
-    return found
 
 
 def tiny_dataset(out: Path, *, count: int = 16, image_size: int = TINY_SIZE, seed: int = 0) -> Path:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from csb_generator.images import builtin_folder, read_image
+from csb_generator import builtin_folder, read_image
 from pipeline import (
     CSB_GENERATE,
     DIFFDEBLUR,

@@ -14,23 +14,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-from csb_generator import degrade, random_psf
-from csb_generator.images import BUILTIN_PHOTOGRAPHS, read_image
+from csb_generator import BUILTIN_PHOTOGRAPHS, degrade, random_psf, read_image
 from photographs import copy_for_training, extra_photographs
+
+# The tests' helper finds the installed commands; one copy serves tests, benchmarks and these.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from console_scripts import console_script
 
 #: Built-in photographs held out of every training set; all test crops come from them.
 TEST_PHOTOGRAPHS = ("chelsea", "coffee")
 
-
-def console_script(name: str) -> str:
-    """The console script ``name`` beside this interpreter, else ``name`` (found on PATH)."""
-    path = Path(sys.executable).with_name(name)
-    return str(path) if path.exists() else name
-
-
-#: The command-line tools the scripts run.
-CSB_GENERATE = console_script("csb-generate")
-DIFFDEBLUR = console_script("diffdeblur")
+#: The command-line tools the scripts run (strings: they are joined into the logged commands).
+CSB_GENERATE = str(console_script("csb-generate"))
+DIFFDEBLUR = str(console_script("diffdeblur"))
 
 
 def run_logged(

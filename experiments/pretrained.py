@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from csb_generator.images import builtin_folder, read_image
+from csb_generator import builtin_folder, read_image
 from diffdeblur.checkpoint import export_model, load_checkpoint
 from photographs import extra_photographs
 from pipeline import (

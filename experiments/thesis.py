@@ -22,17 +22,26 @@ reproduced command by command.
         --work /tmp/thesis-work --out experiments/results/thesis
     python experiments/thesis.py table3 --tiny --work /tmp/t --out /tmp/t/results   # CI size
     python experiments/thesis.py all --preset thesis --work /data/thesis --out results  # GPU
+    python experiments/thesis.py all --preset bundled --budget-minutes 8 --spin \
+        --extra-photographs debian --work /tmp/bundled-work --out experiments/results/thesis-bundled
+
+``--preset bundled`` trains each setting's model with the bundled model's configuration (the
+bridge, Charbonnier loss, learning rate 1e-3, ``--precision auto`` on all cores, restored in one
+bridge step), so that the tables separate that configuration from the bundled model's longer
+training on every setting at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from csb_generator.images import BUILTIN_PHOTOGRAPHS
+from csb_generator import BUILTIN_PHOTOGRAPHS
 from diffdeblur.evaluation import METHOD_LABELS
 from photographs import SELECTIONS, extra_photographs
 from pipeline import CSB_GENERATE, DIFFDEBLUR, TEST_PHOTOGRAPHS, photo_folders, run_logged
@@ -96,8 +105,8 @@ class Runner:
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, command: list[str], log_name: str) -> float:
-        return run_logged(command, self.logs / log_name, record=self.commands)
+    def __call__(self, command: list[str], log_name: str, env: dict | None = None) -> float:
+        return run_logged(command, self.logs / log_name, record=self.commands, env=env)
 
 
 def generate_setting_data(
@@ -153,6 +162,8 @@ def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path
              *(["--budget-minutes", str(args.budget_minutes)] if args.budget_minutes else []),
              *(["--max-steps", str(args.max_steps)] if args.max_steps else [])],
             f"{setting.experiment}-{setting.name}-train.log",
+            # Spinning changes how much a budget trains; scoring is not timed, so it never spins.
+            {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"} if args.spin else None,
         )  # fmt: skip
     loss_curve = model_dir / "loss.png"
     if loss_curve.exists():
@@ -220,6 +231,51 @@ def write_tables(args: argparse.Namespace, experiment: str, reports: dict[str, P
     return path
 
 
+def _model_cells(out: Path, experiment: str, setting: str) -> dict[str, dict]:
+    """The model's scores of one setting of a results folder, per column (per T for Figure 4)."""
+    document = _summary(out / experiment / setting)
+    if experiment == "figure4":
+        entries = [e for e in document["by_exposure"] if e["method"] == "model"]
+        return {f"{setting}, T = {e['exposure']:g}": e for e in entries}
+    return {setting: next(e for e in document["summary"] if e["method"] == "model")}
+
+
+def _change(difference: float, places: int) -> str:
+    return "n/a" if math.isnan(difference) else f"{difference:+.{places}f}"
+
+
+def write_comparison(out: Path, previous: Path) -> Path:
+    """``<out>/comparison.md``: the model rows of ``out`` against those of an earlier run's
+    results folder, cell by cell, with the change (on the same test crops)."""
+    lines = [
+        f"# The model rows of `{out.name}` against `{previous.name}`",
+        "",
+        "PSNR (dB) / SSIM / LPIPS of the model on the same held-out test crops; change = this "
+        "run minus the earlier one.",
+        "",
+        "| experiment | setting | earlier | this run | change (PSNR / SSIM / LPIPS) |",
+        "|---|---|---|---|---|",
+    ]
+    for experiment in EXPERIMENTS:
+        for setting in settings_of(experiment):
+            if not (out / experiment / setting.name / "metrics.json").exists():
+                continue
+            earlier = _model_cells(previous, experiment, setting.name)
+            now = _model_cells(out, experiment, setting.name)
+            for column, entry in now.items():
+                before = earlier[column]
+                change = " / ".join(
+                    _change(entry[key] - before[key], places)
+                    for key, places in (("psnr", 2), ("ssim", 3), ("lpips", 3))
+                )
+                lines.append(
+                    f"| {experiment} | {column} | {_cell(before)} | {_cell(entry)} | {change} |"
+                )
+    path = out / "comparison.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def training_photographs(args: argparse.Namespace) -> list[dict]:
     """What the training crops were cut from: each photograph with its source and licence."""
     builtin = [
@@ -250,16 +306,25 @@ def main() -> None:
     parser.add_argument("--train-count", type=int, default=4000, help="per setting (per T)")
     parser.add_argument("--test-count", type=int, default=48, help="per setting (per T)")
     parser.add_argument("--tune-count", type=int, default=64, help="Wiener tuning images")
-    parser.add_argument("--ddim-steps", type=int, default=20)
+    parser.add_argument(
+        "--ddim-steps", type=int, default=20, help="sampling steps (DDIM, or the bridge's)"
+    )
     parser.add_argument("--lpips-weights", default=None, help="LPIPS weights file")
-    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    parser.add_argument("--sampler", choices=["ddim", "ddpm", "bridge"], default="ddim")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument(
         "--preset",
-        choices=["cpu", "thesis"],
+        choices=["cpu", "thesis", "bundled"],
         default="cpu",
         help="cpu: the options above; thesis: the thesis's recipe for a GPU (base U-Net, sharp "
-        "image diffused, 4000 epochs of 1024 patches, batch 16, DDPM over 1000 steps; no budget)",
+        "image diffused, 4000 epochs of 1024 patches, batch 16, DDPM over 1000 steps; no budget); "
+        "bundled: the bundled model's configuration (bridge, Charbonnier loss, lr 1e-3, "
+        "--precision auto on all cores, one bridge step) within --budget-minutes",
+    )
+    parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="training processes spin-wait (OMP_WAIT_POLICY=ACTIVE): faster on an idle machine",
     )
     parser.add_argument(
         "--extra-photographs",
@@ -271,11 +336,21 @@ def main() -> None:
     parser.add_argument(
         "--tiny", action="store_true", help="CI size: a few samples, 2 training steps"
     )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        metavar="RESULTS",
+        help="an earlier run's --out on the same test crops: write comparison.md, the model "
+        "rows cell by cell against it",
+    )
     args = parser.parse_args()
     try:
         extra_photographs(args.extra_photographs)
     except FileNotFoundError as error:
         parser.error(f"--extra-photographs {args.extra_photographs}: {error}")
+    if args.compare_with is not None and not (args.compare_with / "settings.json").is_file():
+        parser.error(f"--compare-with {args.compare_with} is not a results folder of this script")
     selection_record = args.work / "extra-photographs.txt"
     if selection_record.exists() and selection_record.read_text().strip() != args.extra_photographs:
         parser.error(
@@ -290,6 +365,9 @@ def main() -> None:
         args.sampler, args.device, args.budget_minutes = "ddpm", "auto", None
         args.train_extra = ["--warmup-steps", "500", "--ema-decay", "0.9999", "--epochs", "4000"]
         args.train_extra += ["--prediction", "eps"]  # the thesis's; the tool's default is v
+    if args.preset == "bundled":
+        args.parametrisation, args.lr, args.sampler, args.ddim_steps = "bridge", 1e-3, "bridge", 1
+        args.train_extra += ["--loss", "charbonnier", "--precision", "auto"]
     if args.tiny:
         args.train_count, args.test_count, args.tune_count = 16, 4, 4
         args.patch_size, args.test_size, args.max_steps, args.ddim_steps = 32, 48, 2, 2
@@ -302,6 +380,8 @@ def main() -> None:
         (args.out / experiment).mkdir(parents=True, exist_ok=True)
         reports = {s.name: run_setting(args, s, run) for s in settings_of(experiment)}
         print("wrote", write_tables(args, experiment, reports), flush=True)
+    if args.compare_with is not None:
+        print("wrote", write_comparison(args.out, args.compare_with), flush=True)
     (args.out / "photographs.json").write_text(json.dumps(training_photographs(args), indent=2))
     (args.out / "settings.json").write_text(
         json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2) + "\n"

@@ -11,10 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +21,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from console_scripts import console_script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,18 +60,7 @@ def trajectory_file_array() -> np.ndarray:
     return (6.0 * t + 1j * 2.0 * np.sin(3.0 * t)).astype(np.complex128)
 
 
-def find_cli() -> Path:
-    """The ``csb-generate`` console script of the interpreter running the tests."""
-    beside = Path(sys.executable).with_name("csb-generate")
-    if beside.is_file():
-        return beside
-    found = shutil.which("csb-generate")
-    if found is None:
-        raise RuntimeError("csb-generate is not installed next to the test interpreter")
-    return Path(found)
-
-
-CLI = find_cli()
+CLI = console_script("csb-generate")
 
 
 def run_cli(

@@ -301,7 +301,11 @@ def test_folder_where_nothing_usable_remains(tmp_path):
 
 BAD_OPTIONS = {
     # name: (arguments, words the message must contain)
-    "length-beyond-the-kernel": (["--mode", "random", "--length", "20"], ["--length"]),
+    "length-beyond-the-kernel": (
+        ["--mode", "random", "--length", "20"],
+        ["--length", "raise --psf-size or lower --length"],  # the library's field names, as flags
+    ),
+    "noise-in-random-mode": (["--mode", "random", "--lam", "1000"], ["--lam/--sigma"]),
     "exposure-zero": (["--mode", "noisy", "--exposure", "0"], ["--exposure"]),
     "exposure-above-one": (["--mode", "noisy", "--exposure", "1.5"], ["--exposure"]),
     "exposure-not-a-number": (["--mode", "noisy", "--exposure", "half"], ["--exposure"]),
@@ -313,7 +317,7 @@ BAD_OPTIONS = {
     "kernel-bad-number": (["--mode", "fixed", "--kernel", "disk:wide"], ["--kernel"]),
     "min-length-above-length": (
         ["--mode", "random", "--min-length", "6", "--length", "4"],
-        ["--min-length"],
+        ["--min-length", "is larger than --length 4"],
     ),
     "shard-index-without-num-shards": (
         ["--mode", "random", "--shard-index", "0"],

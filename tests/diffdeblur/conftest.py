@@ -27,21 +27,11 @@ from csb_generator.shard_checks import sha256_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from console_scripts import console_script
 from prerequisites import missing_prerequisite
 
 #: Side of the stored crops of the generated datasets (= the patch size of the tests).
 CROP = 32
-
-
-def console_script(name: str) -> Path:
-    """The console script ``name`` installed beside the test interpreter (else on PATH)."""
-    beside = Path(sys.executable).with_name(name)
-    if beside.is_file():
-        return beside
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is not installed next to the test interpreter")
-    return Path(found)
 
 
 def subprocess_env() -> dict[str, str]:

@@ -11,6 +11,7 @@ from diffdeblur.compute import (
     autocast,
     available_cpus,
     cpu_has_native_bf16,
+    resolve_device,
     resolve_precision,
     set_threads,
 )
@@ -80,3 +81,11 @@ def test_importing_diffdeblur_makes_openmp_waits_sleep_unless_told_otherwise():
         check=True,
     )
     assert chosen.stdout.strip() == "ACTIVE"
+
+
+def test_auto_device_is_cuda_only_where_there_is_one():
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device cuda: no CUDA device is available"):
+            resolve_device("cuda")

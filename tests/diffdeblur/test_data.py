@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -13,6 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from console_scripts import console_script
 from csb_generator import DatasetFormatError, open_dataset
 from diffdeblur.data import (
     PairedFolder,
@@ -30,18 +30,16 @@ COUNT = 16
 FRAME = (40, 56)  # height, width of the GoPro-style test frames
 
 
-def _cli() -> Path:
-    beside = Path(sys.executable).with_name("csb-generate")
-    if beside.is_file():
-        return beside
-    found = shutil.which("csb-generate")
-    if found is None:
-        pytest.fail("csb-generate is not installed next to the test interpreter")
-    return Path(found)
-
-
 def _generate(out: Path, *args: str) -> Path:
-    command = [str(_cli()), "--out", str(out), "--image-size", str(CROP), "--psf-size", "16"]
+    command = [
+        str(console_script("csb-generate")),
+        "--out",
+        str(out),
+        "--image-size",
+        str(CROP),
+        "--psf-size",
+        "16",
+    ]
     command += [*args, "--no-preview"]
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     return out
@@ -206,6 +204,30 @@ def test_indices_select_a_subset_with_the_same_samples(shards):
     for bad in ([0, 16], [-1], [[1, 2]], [0.5]):
         with pytest.raises(ValueError, match="indices"):
             ShardPatches(shards, 16, indices=bad)
+
+
+@pytest.mark.parametrize("kind", ["shards", "collection", "gopro"])
+def test_a_subset_of_the_opened_data_gives_what_opening_it_with_those_indices_gives(request, kind):
+    fixture = request.getfixturevalue(kind)
+    root = fixture[0] if kind == "gopro" else fixture
+    whole = open_training_data(root, 16, seed=4)
+    last = len(whole) - 1
+    train = whole.subset([last, 0, 2])
+    validation = whole.subset([1], flips=False, crop="center")
+    opened_train = open_training_data(root, 16, seed=4, indices=[last, 0, 2])
+    opened_validation = open_training_data(
+        root, 16, seed=4, indices=[1], flips=False, crop="center"
+    )
+    for view, opened in ((train, opened_train), (validation, opened_validation)):
+        view.set_epoch(3)
+        opened.set_epoch(3)
+        assert len(view) == len(opened)
+        assert all(_same(view[i], opened[i]) for i in range(len(view)))
+    assert whole.epoch == 0 and len(whole) == last + 1  # views: the whole is unchanged
+    with pytest.raises(ValueError, match="indices"):
+        whole.subset([last + 1])
+    with pytest.raises(ValueError, match="crop"):
+        whole.subset([0], crop="corner")
 
 
 def test_invalid_arguments(shards):

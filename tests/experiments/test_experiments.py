@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,39 @@ def test_thesis_experiments_run_end_to_end_at_ci_size(tmp_path):
         assert (out / "figure4" / f"{trajectory}-exposure.png").stat().st_size > 0
     commands = (out / "commands.txt").read_text().splitlines()
     assert sum("diffdeblur evaluate" in c or "diffdeblur train" in c for c in commands) == 18
+
+
+def test_thesis_bundled_preset_trains_the_bridge_and_restores_in_its_steps(tmp_path):
+    out = tmp_path / "results"
+    _run([ROOT / "experiments" / "thesis.py", "table3", "--tiny", "--preset", "bundled",
+          "--spin", "--work", tmp_path / "w", "--out", out])  # fmt: skip
+    table3 = (out / "table3" / "results.md").read_text()
+    assert "| Model |" in table3
+    report = (out / "table3" / "psf32" / "report.md").read_text()
+    assert "- **model**: bridge" in report
+    assert "- **sampler**: Bridge, 2 steps" in report  # --tiny's 2 steps, not DDIM's
+    commands = (out / "commands.txt").read_text().splitlines()
+    trainings = [c for c in commands if "diffdeblur train" in c]
+    assert len(trainings) == 3
+    for command in trainings:
+        for option in ("--parametrisation bridge", "--loss charbonnier", "--precision auto",
+                       "--lr 0.001"):  # fmt: skip
+            assert option in command
+    settings = json.loads((out / "settings.json").read_text())
+    assert (settings["preset"], settings["spin"]) == ("bundled", "True")
+    # Against an earlier run whose model scored 1 dB less at PSF 32: the change is +1.00 dB.
+    earlier = tmp_path / "earlier"
+    shutil.copytree(out, earlier)
+    metrics = earlier / "table3" / "psf32" / "metrics.json"
+    document = json.loads(metrics.read_text())
+    model = next(e for e in document["summary"] if e["method"] == "model")
+    model["psnr"] -= 1.0
+    metrics.write_text(json.dumps(document))
+    _run([ROOT / "experiments" / "thesis.py", "table3", "--tiny", "--preset", "bundled",
+          "--work", tmp_path / "w", "--out", out, "--compare-with", earlier])  # fmt: skip
+    rows = [r for r in (out / "comparison.md").read_text().splitlines() if r.startswith("| table3")]
+    assert [r.split(" | ")[1] for r in rows] == ["psf16", "psf32", "psf64"]
+    assert [r.split(" | ")[4].split(" / ")[0] for r in rows] == ["+0.00", "+1.00", "+0.00"]
 
 
 def test_demo_runs_end_to_end_at_ci_size(tmp_path):

@@ -5,7 +5,21 @@ The public API is flat: every function documented here is importable from ``csb_
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .atomic_files import atomic_output, remove_abandoned_temporaries, write_bytes_atomic
 from .blur import blur, blur_crop
+from .images import (
+    BUILTIN_PHOTOGRAPHS,
+    IMAGE_EXTENSIONS,
+    CropPolicy,
+    SourceError,
+    SourceImage,
+    UnreadableImage,
+    builtin_folder,
+    choose_crop,
+    load_image,
+    read_image,
+    scan_sources,
+)
 from .noise import add_noise, degrade
 from .psf import (
     RandomPSF,
@@ -34,29 +48,43 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0+unknown"
 
 __all__ = [
+    "BUILTIN_PHOTOGRAPHS",
+    "IMAGE_EXTENSIONS",
     "MANIFEST_NAME",
+    "CropPolicy",
     "DatasetFormatError",
     "RandomPSF",
     "ShardDataset",
+    "SourceError",
+    "SourceImage",
     "TSweepDataset",
     "Trajectory",
     "TrajectoryOutsideGrid",
+    "UnreadableImage",
     "__version__",
     "add_noise",
+    "atomic_output",
     "blur",
     "blur_crop",
+    "builtin_folder",
+    "choose_crop",
     "dataset_rng",
     "degrade",
     "disk_kernel",
     "embed_kernel",
     "exposure_weights",
     "linear_trajectory",
+    "load_image",
     "load_kernel",
     "open_dataset",
     "psf_from_trajectory",
     "random_psf",
     "random_trajectory",
+    "read_image",
+    "remove_abandoned_temporaries",
     "sample_rng",
+    "scan_sources",
     "trajectory_from_draws",
     "verify_dataset",
+    "write_bytes_atomic",
 ]

@@ -8,6 +8,7 @@ summary, and maps errors to exit codes (2: bad usage or input, 1: failure while 
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from fractions import Fraction
@@ -16,7 +17,7 @@ import click
 
 from .generate import OutputBusy, OutputError, plan_generation, run_generation
 from .images import BUILTIN_PHOTOGRAPHS, SourceError
-from .modes import BLURRED_DTYPES, MODES, OptionError, resolve_options
+from .modes import BLURRED_DTYPES, MODES, DatasetOptions, OptionError, resolve_options
 from .psf import TrajectoryOutsideGrid
 from .shards import DatasetFormatError, verify_dataset
 
@@ -90,6 +91,32 @@ def _print_builtin(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     for photograph in BUILTIN_PHOTOGRAPHS.values():
         click.echo(f"  skimage:{photograph.name:<20} {photograph}")
     ctx.exit(0)
+
+
+#: The flag of each :class:`DatasetOptions` field whose flag is not its name with dashes.
+_FLAGS = {
+    "blurred_dtype": "--dtype",
+    "exposures": "--exposure",
+    "lams": "--lam",
+    "sigmas": "--sigma",
+}
+
+
+def _flags(option: str) -> str:
+    """An :class:`OptionError`'s option (a field, or two joined by ``/``) as this command's."""
+    fields = option.split("/")
+    return "/".join(_FLAGS.get(field, "--" + field.replace("_", "-")) for field in fields)
+
+
+#: What the library's messages may name in backquotes: the dataset's options and the arguments
+#: of ``plan_generation`` and ``run_generation``.
+_NAMED = {*DatasetOptions.__dataclass_fields__, "out", "overwrite", "shard_index", "num_shards"}
+_NAMED |= {"workers", "scheduler"}
+
+
+def _reason_in_flags(reason: str) -> str:
+    """A library message with the names it quotes in backquotes (```psf_size```) as flags."""
+    return re.sub(r"`([a-z_]+)`", lambda m: _flags(m[1]) if m[1] in _NAMED else m[0], reason)
 
 
 @click.command(
@@ -222,10 +249,8 @@ def main(**args) -> None:
     }
     mode = args.pop("mode")
     args["channels"] = int(args["channels"])
-    args["blurred_dtype"] = args.pop("dtype")
-    args["exposures"] = args.pop("exposure")
-    args["lams"] = args.pop("lam")
-    args["sigmas"] = args.pop("sigma")
+    for field, flag in _FLAGS.items():
+        args[field] = args.pop(flag.removeprefix("--"))
     if execution["workers"] < 1:
         raise click.BadParameter("must be >= 1", param_hint="--workers")
     try:
@@ -239,12 +264,14 @@ def main(**args) -> None:
             num_shards=execution["num_shards"],
         )
     except OptionError as error:
-        raise click.BadParameter(error.reason, param_hint=error.option) from None
+        raise click.BadParameter(
+            _reason_in_flags(error.reason), param_hint=_flags(error.option)
+        ) from None
     except OutputBusy as error:  # not the command's fault: the same command works later
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {_reason_in_flags(str(error))}", err=True)
         sys.exit(1)
     except (OutputError, SourceError, TrajectoryOutsideGrid, ValueError) as error:
-        raise click.UsageError(str(error)) from None
+        raise click.UsageError(_reason_in_flags(str(error))) from None
     except OSError as error:  # the machine's doing (permissions, a full disk), not the user's
         click.echo(f"error: cannot prepare {execution['out']}: {error}", err=True)
         sys.exit(1)
@@ -276,7 +303,7 @@ def main(**args) -> None:
         click.echo("complete shards are kept; rerun the same command to resume", err=True)
         sys.exit(1)
     except RuntimeError as error:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {_reason_in_flags(str(error))}", err=True)
         sys.exit(1)
     elapsed = time.perf_counter() - started
     _summary(plan, report, elapsed)

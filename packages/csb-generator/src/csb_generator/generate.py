@@ -36,14 +36,20 @@ try:
 except ImportError:  # not POSIX (Windows): runs on one folder are not locked against each other
     fcntl = None
 
+from .atomic_files import atomic_output
 from .images import SourceError, SourceImage, scan_sources
-from .modes import DatasetOptions, SampleMaker
+from .modes import DatasetOptions, OptionError, SampleMaker
 from .preview import write_preview
 from .shards import (
     FORMAT_NAME,
-    FORMAT_VERSION,
     MANIFEST_NAME,
+    PLAN_NAME,
+    PREVIEW_NAME,
+    PROGRESS_DIR,
     SAMPLE_FIELDS,
+    SHARD_ATTRIBUTES,
+    TRAJECTORY_NAME,
+    dataset_identity,
     sha256_file,
     shard_name,
     write_json_atomic,
@@ -60,14 +66,7 @@ __all__ = [
     "run_generation",
 ]
 
-PLAN_NAME = ".csb-generate.json"
-PROGRESS_DIR = ".progress"
-TRAJECTORY_NAME = "trajectory.npy"
 PREVIEW_SAMPLES = 6
-NOISE_CONVENTION = (
-    "y = clip((Poisson(p * clip(b, 0, 1)) / p + N(0, (sigma / 255)^2)) / T, 0, 1), p = lam / 255, "
-    "b = k * x with sum(k) = T (thesis convention)"
-)
 DEPENDENCIES = ("numpy", "scipy", "numba", "h5py", "imageio", "scikit-image", "pillow")
 
 
@@ -186,8 +185,10 @@ def _our_entries(out: Path) -> list[Path]:
         PLAN_NAME,
         PROGRESS_DIR,
         TRAJECTORY_NAME,
-        "preview.png",
+        PREVIEW_NAME,
+        f".{PREVIEW_NAME}.tmp-*",
         f".{MANIFEST_NAME}.tmp-*",
+        f".{TRAJECTORY_NAME}.tmp-*",
     )
     return sorted({path for pattern in patterns for path in out.glob(pattern)})
 
@@ -202,7 +203,7 @@ def _remove(paths: Sequence[Path]) -> None:
 
 def _check_output(out: Path, fingerprint: str, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is a file, not a folder")
+        raise OutputError(f"`out` {out} is a file, not a folder")
     if not out.exists():
         return
     recorded = None
@@ -222,8 +223,8 @@ def _check_output(out: Path, fingerprint: str, overwrite: bool) -> None:
         return
     what = "a different dataset" if recorded else "dataset files of unknown origin"
     raise OutputError(
-        f"--out {out} holds {what} (other options, seed or sources); "
-        "choose another folder or pass --overwrite to replace it"
+        f"`out` {out} holds {what} (other options, seed or sources); "
+        "choose another folder or pass `overwrite` to replace it"
     )
 
 
@@ -241,7 +242,7 @@ def _lock_output(out: Path, shared: bool) -> int | None:
     except BlockingIOError:
         os.close(descriptor)
         raise OutputBusy(
-            f"--out {out} is being written by another csb-generate process on this machine; "
+            f"`out` {out} is being written by another csb-generate process on this machine; "
             "wait for it to end (then rerun the same command: it resumes, or finds the dataset "
             "complete), or choose another folder"
         ) from None
@@ -318,11 +319,11 @@ def plan_generation(
     # Absolute: dask workers and job-array tasks may run in other working directories.
     out = Path(out).absolute()
     if (shard_index is None) != (num_shards is None):
-        raise ValueError("--shard-index and --num-shards go together")
+        raise OptionError("shard_index", "goes together with `num_shards`")
     if num_shards is not None and not (num_shards >= 1 and 0 <= shard_index < num_shards):
-        raise ValueError(f"--shard-index must be in [0, {num_shards}) and --num-shards >= 1")
+        raise OptionError("shard_index", f"must be in [0, {num_shards}) and `num_shards` >= 1")
     if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is a file, not a folder")
+        raise OutputError(f"`out` {out} is a file, not a folder")
     root = None if source_root is None else Path(source_root).absolute()
     scan = scan_sources(root, image_size=options.image_size, downscale=options.downscale)
     if not scan.usable:
@@ -404,25 +405,20 @@ def _prepare_output(
 def _shard_attrs(plan_options: DatasetOptions, fingerprint: str, task: ShardTask) -> dict:
     from . import __version__
 
-    attrs = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "mode": plan_options.mode,
+    values = {
+        **dataset_identity(plan_options.mode, plan_options.seed, fingerprint),
         "image_size": plan_options.image_size,
         "psf_size": plan_options.psf_size,
         "channels": plan_options.channels,
-        "noise_convention": NOISE_CONVENTION,
         "generator_version": __version__,
-        "seed": plan_options.seed,
-        "fingerprint": fingerprint,
         "shard": task.shard,
         "first_index": task.first_index,
         "count": task.count,
         "options": json.dumps(plan_options.to_json(), sort_keys=True),
     }
     if task.exposure is not None:
-        attrs["exposure"] = task.exposure
-    return attrs
+        values["exposure"] = task.exposure
+    return {key: values[key] for key in SHARD_ATTRIBUTES if key in values}
 
 
 # One SampleMaker per worker process: it holds decoded images and the shared kernel.
@@ -535,13 +531,8 @@ def _write_manifests(plan: GenerationPlan, maker: SampleMaker) -> tuple[Path, in
         for source in plan.sources
     ]
     common = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "mode": options.mode,
+        **dataset_identity(options.mode, options.seed, plan.fingerprint),
         "options": options.to_json(),
-        "seed": options.seed,
-        "fingerprint": plan.fingerprint,
-        "noise_convention": NOISE_CONVENTION,
         "versions": _versions(),
         "source_root": "builtin:scikit-image"
         if plan.source_root is None
@@ -583,7 +574,8 @@ def _write_manifests(plan: GenerationPlan, maker: SampleMaker) -> tuple[Path, in
             manifest["shared_kernel"] = _shared_kernel_record(maker)
         write_json_atomic(folder / MANIFEST_NAME, manifest)
     if options.mode == "tsweep":
-        np.save(plan.out / TRAJECTORY_NAME, maker.trajectory.positions, allow_pickle=False)
+        with atomic_output(plan.out / TRAJECTORY_NAME) as handle:
+            np.save(handle, maker.trajectory.positions, allow_pickle=False)
         top = {
             **common,
             "parts": [
@@ -641,7 +633,7 @@ def run_generation(
     GenerationReport
     """
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise OptionError("workers", f"must be >= 1, got {workers}")
     try:
         return _run_locked(plan, workers, scheduler, progress, preview)
     finally:
@@ -684,7 +676,7 @@ def _run_locked(
     if preview:
         for folder, exposure in plan.parts:
             shown = range(min(PREVIEW_SAMPLES, plan.options.count))
-            write_preview(folder / "preview.png", [maker(i, exposure) for i in shown])
+            write_preview(folder / PREVIEW_NAME, [maker(i, exposure) for i in shown])
     return report
 
 
@@ -741,7 +733,7 @@ def _run_on_dask(
         from dask.distributed import as_completed as dask_as_completed
     except ImportError as error:
         raise RuntimeError(
-            "--scheduler needs dask.distributed: pip install 'csb-generator[dask]'"
+            "`scheduler` needs dask.distributed: pip install 'csb-generator[dask]'"
         ) from error
     records = []
     with Client(scheduler, timeout="30s") as client:

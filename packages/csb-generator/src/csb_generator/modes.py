@@ -64,8 +64,10 @@ BLURRED_DTYPES = ("float32", "float16", "uint8", "uint16")
 class OptionError(ValueError):
     """An option value is invalid or does not fit the mode.
 
-    ``option`` names the option and ``reason`` says what is wrong with its value; the message is
-    both, ``"{option}: {reason}"``.
+    ``option`` names the :class:`DatasetOptions` field (two joined by ``/`` when their values
+    conflict) and ``reason`` says what is wrong with its value; the message is both,
+    ``"{option}: {reason}"``. A reason names other fields in backquotes (```psf_size```), so
+    that a command line can show its own flags in their place.
     """
 
     def __init__(self, option: str, message: str):
@@ -186,6 +188,86 @@ def max_length(psf_size: int) -> float:
     return float(2 * (psf_size - 1 - psf_size // 2))
 
 
+def _check_lengths(options: DatasetOptions, psf_size: int) -> tuple[float, float]:
+    """The trajectory's (length, min_length), checked against the kernel and each other."""
+    limit = max_length(psf_size)
+    length = psf_size / 2 if options.length is None else options.length
+    length = _positive_float("length", length)
+    if length > limit:
+        raise OptionError(
+            "length",
+            f"a {length:g} px trajectory does not fit a {psf_size} px kernel "
+            f"(at most {limit:g} px); raise `psf_size` or lower `length`",
+        )
+    min_length = _positive_float("min_length", options.min_length)
+    if options.mode == "random" and min_length > length:
+        raise OptionError("min_length", f"{min_length:g} is larger than `length` {length:g}")
+    return length, min_length
+
+
+def _check_shake(options: DatasetOptions) -> None:
+    for option in ("anxiety", "centripetal", "gaussian", "freq_big_shakes"):
+        value = getattr(options, option)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise OptionError(option, f"must be a finite number >= 0, got {value}")
+    if options.freq_big_shakes is not None and options.freq_big_shakes > 1:
+        raise OptionError("freq_big_shakes", f"must be in [0, 1], got {options.freq_big_shakes}")
+
+
+def _check_exposure_and_noise(
+    options: DatasetOptions,
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """The (exposures, lams, sigmas) of the options, the mode's defaults where unset."""
+    mode = options.mode
+    exposures = tuple(float(t) for t in options.exposures) or THESIS_EXPOSURES[mode]
+    for value in exposures:
+        if not 0 < value <= 1:
+            raise OptionError("exposures", f"T must be in (0, 1], got {value}")
+    lams = tuple(float(v) for v in options.lams) or THESIS_LAMS[mode]
+    for value in lams:
+        _positive_float("lams", value, allow_inf=True)
+    sigmas = tuple(float(v) for v in options.sigmas) or THESIS_SIGMAS[mode]
+    for value in sigmas:
+        if not (math.isfinite(value) and value >= 0):
+            raise OptionError("sigmas", f"must be a finite number >= 0, got {value}")
+    if mode in ("fixed", "random") and exposures != (1.0,):
+        raise OptionError("exposures", f"{mode} mode uses T = 1; use noisy or tsweep for T < 1")
+    if mode == "random" and (lams != (math.inf,) or sigmas != (0.0,)):
+        raise OptionError("lams/sigmas", "random mode is noiseless; use noisy mode for noise")
+    if mode in ("fixed", "tsweep") and (len(lams) != 1 or len(sigmas) != 1):
+        raise OptionError("lams/sigmas", f"{mode} mode takes one value of each")
+    if mode == "tsweep" and len(set(exposures)) != len(exposures):
+        raise OptionError("exposures", "T-sweep exposures must be distinct")
+    return exposures, lams, sigmas
+
+
+def _check_kernel_source(options: DatasetOptions) -> tuple[str, str]:
+    """The (kernel, trajectory) options, files made absolute (workers elsewhere resolve
+    relative paths wrongly)."""
+    kernel, trajectory = options.kernel, options.trajectory
+    if options.mode == "fixed" and parse_kernel_spec(kernel).kind == "file":
+        kernel = str(Path(kernel).absolute())
+    if options.mode == "tsweep" and trajectory not in ("random", "linear"):
+        if not Path(trajectory).is_file():
+            raise OptionError(
+                "trajectory",
+                f"must be 'random', 'linear' or an existing .npy file, got {trajectory!r}",
+            )
+        trajectory = str(Path(trajectory).absolute())
+    return kernel, trajectory
+
+
+def _check_storage(options: DatasetOptions) -> None:
+    if options.alignment not in ("centre-of-mass", "common-origin"):
+        raise OptionError("alignment", f"unknown alignment {options.alignment!r}")
+    if options.blurred_dtype not in BLURRED_DTYPES:
+        raise OptionError("blurred_dtype", f"must be one of {', '.join(BLURRED_DTYPES)}")
+    if options.sharp_dtype not in ("uint8", "uint16"):
+        raise OptionError("sharp_dtype", "must be uint8 or uint16")
+    if options.compression not in ("gzip", "lzf", "none"):
+        raise OptionError("compression", f"must be gzip, lzf or none, got {options.compression!r}")
+
+
 def resolve_options(mode: str, **given: Any) -> DatasetOptions:
     """Fill unset options with the thesis's defaults for ``mode`` and check every value.
 
@@ -202,91 +284,34 @@ def resolve_options(mode: str, **given: Any) -> DatasetOptions:
     Raises
     ------
     OptionError
-        Naming the option, for a value out of range or an option that the mode does not take.
+        Naming the :class:`DatasetOptions` field, for a value out of range or an option that
+        the mode does not take.
     """
     if mode not in MODES:
-        raise OptionError("--mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+        raise OptionError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
     values = {key: value for key, value in given.items() if value is not None and value != ()}
     unknown = set(values) - set(DatasetOptions.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown options {sorted(unknown)}")
     options = DatasetOptions(mode=mode, **values)
 
-    count = _positive_int("--count", options.count)
-    image_size = _positive_int("--image-size", options.image_size, 2)
-    psf_size = _positive_int("--psf-size", options.psf_size)
+    count = _positive_int("count", options.count)
+    image_size = _positive_int("image_size", options.image_size, 2)
+    psf_size = _positive_int("psf_size", options.psf_size)
     if options.channels not in (1, 3):
-        raise OptionError("--channels", f"must be 1 or 3, got {options.channels!r}")
-    seed = _positive_int("--seed", options.seed, 0)
+        raise OptionError("channels", f"must be 1 or 3, got {options.channels!r}")
+    seed = _positive_int("seed", options.seed, 0)
     if options.crop not in ("random", "center"):
-        raise OptionError("--crop", f"must be 'random' or 'center', got {options.crop!r}")
+        raise OptionError("crop", f"must be 'random' or 'center', got {options.crop!r}")
     downscale = float(options.downscale)
     if not (math.isfinite(downscale) and downscale >= 1):
-        raise OptionError("--downscale", f"must be a number >= 1, got {downscale}")
-    num_samples = _positive_int("--num-samples", options.num_samples, 2)
-    limit = max_length(psf_size)
-    length = psf_size / 2 if options.length is None else options.length
-    length = _positive_float("--length", length)
-    if length > limit:
-        raise OptionError(
-            "--length",
-            f"a {length:g} px trajectory does not fit a {psf_size} px kernel "
-            f"(at most {limit:g} px); raise --psf-size or lower --length",
-        )
-    min_length = _positive_float("--min-length", options.min_length)
-    if mode == "random" and min_length > length:
-        raise OptionError("--min-length", f"{min_length:g} is larger than --length {length:g}")
-    for option, value in (
-        ("--anxiety", options.anxiety),
-        ("--centripetal", options.centripetal),
-        ("--gaussian", options.gaussian),
-        ("--freq-big-shakes", options.freq_big_shakes),
-    ):
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise OptionError(option, f"must be a finite number >= 0, got {value}")
-    if options.freq_big_shakes is not None and options.freq_big_shakes > 1:
-        raise OptionError("--freq-big-shakes", f"must be in [0, 1], got {options.freq_big_shakes}")
-
-    exposures = tuple(float(t) for t in options.exposures) or THESIS_EXPOSURES[mode]
-    for value in exposures:
-        if not 0 < value <= 1:
-            raise OptionError("--exposure", f"T must be in (0, 1], got {value}")
-    lams = tuple(float(v) for v in options.lams) or THESIS_LAMS[mode]
-    for value in lams:
-        _positive_float("--lam", value, allow_inf=True)
-    sigmas = tuple(float(v) for v in options.sigmas) or THESIS_SIGMAS[mode]
-    for value in sigmas:
-        if not (math.isfinite(value) and value >= 0):
-            raise OptionError("--sigma", f"must be a finite number >= 0, got {value}")
-
-    if mode in ("fixed", "random") and exposures != (1.0,):
-        raise OptionError("--exposure", f"{mode} mode uses T = 1; use noisy or tsweep for T < 1")
-    if mode == "random" and (lams != (math.inf,) or sigmas != (0.0,)):
-        raise OptionError("--lam/--sigma", "random mode is noiseless; use noisy mode for noise")
-    if mode in ("fixed", "tsweep") and (len(lams) != 1 or len(sigmas) != 1):
-        raise OptionError("--lam/--sigma", f"{mode} mode takes one value of each")
-    if mode == "tsweep" and len(set(exposures)) != len(exposures):
-        raise OptionError("--exposure", "T-sweep exposures must be distinct")
-    kernel, trajectory = options.kernel, options.trajectory
-    if mode == "fixed" and parse_kernel_spec(kernel).kind == "file":
-        kernel = str(Path(kernel).absolute())  # workers elsewhere resolve relative paths wrongly
-    if mode == "tsweep" and trajectory not in ("random", "linear"):
-        if not Path(trajectory).is_file():
-            raise OptionError(
-                "--trajectory",
-                f"must be 'random', 'linear' or an existing .npy file, got {trajectory!r}",
-            )
-        trajectory = str(Path(trajectory).absolute())
-    if options.alignment not in ("centre-of-mass", "common-origin"):
-        raise OptionError("--alignment", f"unknown alignment {options.alignment!r}")
-    if options.blurred_dtype not in BLURRED_DTYPES:
-        raise OptionError("--dtype", f"must be one of {', '.join(BLURRED_DTYPES)}")
-    if options.sharp_dtype not in ("uint8", "uint16"):
-        raise OptionError("sharp_dtype", "must be uint8 or uint16")
-    if options.compression not in ("gzip", "lzf", "none"):
-        raise OptionError(
-            "--compression", f"must be gzip, lzf or none, got {options.compression!r}"
-        )
+        raise OptionError("downscale", f"must be a number >= 1, got {downscale}")
+    num_samples = _positive_int("num_samples", options.num_samples, 2)
+    length, min_length = _check_lengths(options, psf_size)
+    _check_shake(options)
+    exposures, lams, sigmas = _check_exposure_and_noise(options)
+    kernel, trajectory = _check_kernel_source(options)
+    _check_storage(options)
     return replace(
         options,
         count=count,
@@ -300,7 +325,7 @@ def resolve_options(mode: str, **given: Any) -> DatasetOptions:
         exposures=exposures,
         lams=lams,
         sigmas=sigmas,
-        shard_size=_positive_int("--shard-size", options.shard_size),
+        shard_size=_positive_int("shard_size", options.shard_size),
         kernel=kernel,
         trajectory=trajectory,
     )
@@ -330,19 +355,19 @@ def parse_kernel_spec(spec: str) -> KernelSpec:
     head, _, rest = spec.partition(":")
     try:
         if head == "disk":
-            return KernelSpec("disk", radius=_positive_float("--kernel", float(rest)))
+            return KernelSpec("disk", radius=_positive_float("kernel", float(rest)))
         if head == "linear":
             length, _, angle = rest.partition(":")
             return KernelSpec(
                 "linear",
-                length=_positive_float("--kernel", float(length)),
+                length=_positive_float("kernel", float(length)),
                 angle_degrees=float(angle) if angle else None,
             )
     except ValueError as error:
-        raise OptionError("--kernel", f"cannot parse {spec!r}: {error}") from None
+        raise OptionError("kernel", f"cannot parse {spec!r}: {error}") from None
     if not Path(spec).is_file():
         raise OptionError(
-            "--kernel",
+            "kernel",
             f"{spec!r} is neither random, disk:R, linear:L[:degrees] nor an existing kernel file",
         )
     return KernelSpec("file", path=spec)
@@ -387,7 +412,7 @@ class SampleMaker:
         self.redraws = 0
         self._kernel_parameters = dict(_NAN_PARAMETERS)
         if options.mode in ("fixed", "tsweep"):
-            option = "--kernel" if options.mode == "fixed" else "--trajectory"
+            option = "kernel" if options.mode == "fixed" else "trajectory"
             try:
                 self._prepare_shared_kernel()
             except OptionError:
@@ -448,7 +473,7 @@ class SampleMaker:
         else:
             positions = np.load(source, allow_pickle=False)
             if positions.ndim != 1 or not np.iscomplexobj(positions):
-                raise OptionError("--trajectory", f"{source} must hold a 1-D complex array")
+                raise OptionError("trajectory", f"{source} must hold a 1-D complex array")
             self.trajectory = Trajectory(
                 positions=positions.astype(np.complex128),
                 length=float(np.abs(np.diff(positions)).sum()),

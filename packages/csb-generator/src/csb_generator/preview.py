@@ -13,6 +13,8 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .atomic_files import write_bytes_atomic
+
 __all__ = ["contact_sheet", "write_preview"]
 
 GAP_PIXELS = 4
@@ -87,8 +89,5 @@ def contact_sheet(samples: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
 
 
 def write_preview(path: str | Path, samples: Sequence[Mapping[str, np.ndarray]]) -> None:
-    """Write :func:`contact_sheet` of ``samples`` as a PNG (via a temporary name, then renamed)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    iio.imwrite(temporary, contact_sheet(samples), extension=".png")
-    temporary.replace(path)
+    """Write :func:`contact_sheet` of ``samples`` as a PNG, atomically."""
+    write_bytes_atomic(path, iio.imwrite("<bytes>", contact_sheet(samples), extension=".png"))

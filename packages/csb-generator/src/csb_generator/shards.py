@@ -20,6 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .atomic_files import write_bytes_atomic
 from .shard_checks import (
     DatasetFormatError,
     check_sample,
@@ -32,9 +33,17 @@ from .shard_checks import (
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "NOISE_CONVENTION",
+    "PLAN_NAME",
+    "PREVIEW_NAME",
+    "PROGRESS_DIR",
+    "SHARD_ATTRIBUTES",
+    "TRAJECTORY_NAME",
     "DatasetFormatError",
     "ShardDataset",
     "TSweepDataset",
+    "dataset_identity",
     "open_dataset",
     "read_manifest",
     "sha256_file",
@@ -49,6 +58,35 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 """The file that makes a folder a dataset: its options, its shards and their SHA-256, written
 last by ``csb-generate`` (docs/format.md#manifestjson)."""
+#: The other files of a dataset folder (docs/format.md): the run's plan and per-shard progress
+#: records (hidden; a finished run removes them), a T-sweep's shared trajectory, the preview.
+PLAN_NAME = ".csb-generate.json"
+PROGRESS_DIR = ".progress"
+TRAJECTORY_NAME = "trajectory.npy"
+PREVIEW_NAME = "preview.png"
+#: The degradation every dataset of this format applies, recorded in shards and manifests.
+NOISE_CONVENTION = (
+    "y = clip((Poisson(p * clip(b, 0, 1)) / p + N(0, (sigma / 255)^2)) / T, 0, 1), p = lam / 255, "
+    "b = k * x with sum(k) = T (thesis convention)"
+)
+#: The root attributes of a shard, in the order they are written: the file's bytes depend on it.
+SHARD_ATTRIBUTES = (
+    "format",
+    "format_version",
+    "mode",
+    "image_size",
+    "psf_size",
+    "channels",
+    "noise_convention",
+    "generator_version",
+    "seed",
+    "fingerprint",
+    "shard",
+    "first_index",
+    "count",
+    "options",
+    "exposure",
+)
 
 #: Per-sample datasets in write order; every one has the sample axis first.
 SAMPLE_FIELDS = (
@@ -122,40 +160,28 @@ def _value_range(array: np.ndarray) -> str:
     return f"[0, 1] ({array.dtype.name}, fraction of full scale)"
 
 
+def dataset_identity(mode: str, seed: int, fingerprint: str) -> dict[str, Any]:
+    """What every shard and every manifest of a dataset say of it: the format and its version,
+    the mode, the seed, the fingerprint of its options and sources, and the noise convention."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "mode": mode,
+        "seed": seed,
+        "fingerprint": fingerprint,
+        "noise_convention": NOISE_CONVENTION,
+    }
+
+
 def shard_name(shard: int) -> str:
     """File name of shard number ``shard``: ``shard-00000.h5`` and so on."""
     return f"shard-{shard:05d}.h5"
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:  # some filesystems do not allow opening a directory
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def write_json_atomic(path: str | Path, document: Mapping[str, Any]) -> None:
     """Write a JSON document so that ``path`` holds either the old or the complete new file."""
-    path = Path(path)
-    temporary = _temporary_name(path)
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, sort_keys=True, allow_nan=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
+    text = json.dumps(document, indent=2, sort_keys=True, allow_nan=True) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_shard(
@@ -221,16 +247,7 @@ def write_shard(
             dataset.flush()
         handle.flush()
         image = handle.id.get_file_image()
-    temporary = _temporary_name(path)
-    try:
-        with open(temporary, "wb") as raw:
-            raw.write(image)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
+    write_bytes_atomic(path, image)
     return hashlib.sha256(image).hexdigest()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from .checkpoint import CheckpointError
-from .compute import PRECISIONS, set_threads
+from .compute import PRECISIONS, resolve_device, set_threads
 from .config import KERNEL_SOURCES, PARAMETRISATIONS, PREDICTIONS, VARIANTS
 from .losses import LOSSES
 from .pretrained import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
@@ -269,34 +269,10 @@ def _tell(line: str) -> None:
 
 
 def _pick_device(option: str) -> str:
-    import torch
-
-    if option == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if option == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda: no CUDA device is available")
-    return option
-
-
-def _restore_inputs(inputs: tuple[str, ...]) -> list[Path]:
-    """The image files named, folders expanded to their images (sorted); usage errors else."""
-    from .image_files import WRITABLE_SUFFIXES
-
-    files: list[Path] = []
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in WRITABLE_SUFFIXES)
-            if not found:
-                raise click.UsageError(f"input folder {path} holds no image files")
-            files.extend(found)
-        elif path.is_file():
-            if path.suffix.lower() not in WRITABLE_SUFFIXES:
-                raise click.UsageError(f"input {path} is not a PNG, JPEG, TIFF, BMP or WebP file")
-            files.append(path)
-        else:
-            raise click.UsageError(f"input {path} does not exist")
-    return files
+    try:
+        return resolve_device(option)
+    except ValueError as error:
+        raise click.UsageError(f"--{error}") from None
 
 
 @main.command(epilog=RESTORE_EPILOG)
@@ -360,30 +336,20 @@ def restore(
     patches whose predictions are blended at every sampling step (no seams). Without
     --checkpoint or --model, the bundled model csb-universal restores them (docs/models.md).
     """
-    import torch
-    from csb_generator.images import UnreadableImage
     from tqdm import tqdm
 
     from .checkpoint import load_checkpoint, restorer_from_checkpoint, training_patch_size
-    from .image_files import read_image, write_image
-    from .tiling import PatchGrid, restore_image
+    from .restore_files import OutputExists, restore_files, restore_targets
 
-    files = _restore_inputs(inputs)
     if batch_size < 1:
         raise click.UsageError("--batch-size must be >= 1")
+    try:
+        pairs = restore_targets(inputs, out, output_format=output_format, overwrite=overwrite)
+    except OutputExists as error:
+        raise click.UsageError(f"{error.path} exists; pass --overwrite to replace it") from None
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     _use_threads(threads)
-    out_dir = Path(out)
-    suffix = {"png": ".png", "tiff": ".tif"}.get(output_format)
-    targets = [out_dir / (f.stem + suffix if suffix else f.name) for f in files]
-    seen: dict[Path, Path] = {}
-    for source, target in zip(files, targets, strict=True):
-        if target in seen:
-            raise click.UsageError(f"{seen[target]} and {source} would both be written to {target}")
-        seen[target] = source
-        if source.resolve() == target.resolve():
-            raise click.UsageError(f"{target} would overwrite its own input; choose another --out")
-        if target.exists() and not overwrite:
-            raise click.UsageError(f"{target} exists; pass --overwrite to replace it")
     if checkpoint is not None and model_name is not None:
         raise click.UsageError("give --checkpoint or --model, not both")
     if checkpoint is None:
@@ -399,66 +365,39 @@ def restore(
         model = restorer_from_checkpoint(state, checkpoint, ema=ema)
     except CheckpointError as error:
         raise click.UsageError(str(error)) from None
-    front = model.config.deconvolution
-    if front is not None and front.kernel == "true":
-        raise click.UsageError(
-            f"{checkpoint} deconvolves with the true kernel (trained with --deconvolve true, a "
-            "non-blind upper bound): it cannot restore a photograph whose kernel is unknown; "
-            "score it with diffdeblur evaluate on a csb-generate dataset"
-        )
-    patch_size = patch_size or training_patch_size(state)
-    overlap = patch_size // 4 if overlap is None else overlap
-    try:
-        PatchGrid(patch_size, patch_size, patch_size, overlap)
-    except ValueError as error:
-        raise click.UsageError(f"--patch-size/--overlap: {error}") from None
     spec = _sampler_spec(sampler, steps, eta, [model])
-    sampling_steps = spec.resolve(model.diffusion).steps if model.is_diffusion else 1
-    out_dir.mkdir(parents=True, exist_ok=True)
-    failed = 0
+
+    def bar(number: int, source: Path, total: int) -> tqdm:
+        description = f"[{number}/{len(pairs)}] {source.name}"
+        return tqdm(total=total, desc=description, unit="step", disable=quiet, dynamic_ncols=True)
+
     try:
-        for number, (source, target) in enumerate(zip(files, targets, strict=True), 1):
-            try:
-                image = read_image(source)
-            except UnreadableImage as error:
-                click.echo(f"error: {error}", err=True)
-                failed += 1
-                continue
-            bar = tqdm(
-                total=sampling_steps,
-                desc=f"[{number}/{len(files)}] {source.name}",
-                unit="step",
-                disable=quiet,
-                dynamic_ncols=True,
-            )
-            with bar:
-                try:
-                    restored = restore_image(
-                        model,
-                        image,
-                        patch_size=patch_size,
-                        overlap=overlap,
-                        batch_size=batch_size,
-                        sampler=spec,
-                        generator=torch.Generator().manual_seed(seed),
-                        device=device,
-                        progress=bar.update,
-                    )
-                except ValueError as error:  # e.g. an image of less than 2 x 2 px
-                    click.echo(f"error: {source}: {error}", err=True)
-                    failed += 1
-                    continue
-                if not model.is_diffusion:
-                    bar.update()
-            write_image(target, restored)
-            if quiet:
-                continue
-            click.echo(f"wrote {target}")
+        report = restore_files(
+            model,
+            pairs,
+            patch_size=patch_size or training_patch_size(state),
+            overlap=overlap,
+            batch_size=batch_size,
+            sampler=spec,
+            seed=seed,
+            device=device,
+            progress=bar,
+            written=None if quiet else lambda target: click.echo(f"wrote {target}"),
+            failed=lambda source, reason: click.echo(f"error: {reason}", err=True),
+        )
+    except ValueError as error:  # the patch settings or the model, before any image
+        message = str(error)
+        if message.startswith("patch_size/overlap:"):
+            message = "--patch-size/--overlap:" + message.removeprefix("patch_size/overlap:")
+            raise click.UsageError(message) from None
+        raise click.UsageError(f"{checkpoint}: {message}") from None
     except KeyboardInterrupt:
         click.echo("interrupted: the images written so far are complete", err=True)
         sys.exit(130)
-    if failed:
-        click.echo(f"{failed} of {len(files)} images could not be read or restored", err=True)
+    if report.failed:
+        click.echo(
+            f"{len(report.failed)} of {len(pairs)} images could not be read or restored", err=True
+        )
         sys.exit(1)
 
 
@@ -579,6 +518,53 @@ def _checkpoint_specs(specs: tuple[str, ...]) -> dict[float | None, str]:
     return by_exposure
 
 
+def _evaluated_models(checkpoints: tuple[str, ...], device: str, ema: bool):
+    """The restorers of ``--checkpoint`` (one per T of a sweep) and their checkpoints."""
+    from .checkpoint import load_checkpoint, restorer_from_checkpoint
+    from .pretrained import locate_model
+
+    models, states = {}, {}
+    for exposure, path in _checkpoint_specs(checkpoints).items():
+        try:
+            states[exposure] = load_checkpoint(locate_model(path), map_location=device)
+            models[exposure] = restorer_from_checkpoint(states[exposure], path, ema=ema)
+        except CheckpointError as error:
+            raise click.UsageError(str(error)) from None
+        except FileNotFoundError as error:  # a bundled model that is not installed
+            raise click.UsageError(f"--checkpoint {path}: {error}") from None
+    return models, states
+
+
+def _model_facts(checkpoints: tuple[str, ...], models) -> dict[str, str]:
+    """The report's lines on the models: their files, and what each is."""
+    files = _checkpoint_specs(checkpoints).items()
+    kinds = {
+        f"{model.config.parametrisation} / {model.config.unet.base_channels} channels"
+        for model in models.values()
+    }
+    return {
+        "checkpoint": ", ".join(path if t is None else f"T={t:g}: {path}" for t, path in files),
+        "model": ", ".join(sorted(kinds)),
+    }
+
+
+def _lpips_scorer(weights: str | None, device: str):
+    """LPIPS as ``evaluate_dataset`` takes it, with the report's note on it."""
+    from .lpips_weights import LPIPSWeightsError, load_lpips, locate_lpips_weights
+    from .metrics import lpips_distance
+
+    try:
+        found = locate_lpips_weights(weights, fetch=True, notify=_tell)
+        lpips_model = load_lpips(found, device=device)
+    except LPIPSWeightsError as error:
+        raise click.UsageError(f"{error} (or pass --no-lpips)") from None
+
+    def lpips(restored, reference):
+        return lpips_distance(restored, reference, lpips_model)
+
+    return lpips, "AlexNet, v0.1 (lpips package, genuine weights)"
+
+
 @main.command(epilog=EVALUATE_EPILOG)
 @click.option(
     "--checkpoint",
@@ -658,11 +644,10 @@ def evaluate(
     (blurred | Wiener | model | sharp) to --out; for a T-sweep also the metrics against T
     (exposure.png).
     """
-    from csb_generator.shards import DatasetFormatError
+    from csb_generator import DatasetFormatError
 
-    from .checkpoint import load_checkpoint, restorer_from_checkpoint, training_patch_size
+    from .checkpoint import training_patch_size
     from .evaluation import EvaluationSettings
-    from .pretrained import locate_model
     from .reports import REPORT_FILES, EvaluationStopped, evaluate_dataset
 
     out_dir = Path(out)
@@ -676,62 +661,27 @@ def evaluate(
         if path is not None and not Path(path).is_dir():
             raise click.UsageError(f"{name} {path} is not a dataset folder")
     device = _pick_device(device)
-    models, states = {}, {}
-    for exposure, path in _checkpoint_specs(checkpoints).items():
-        try:
-            states[exposure] = load_checkpoint(locate_model(path), map_location=device)
-            models[exposure] = restorer_from_checkpoint(states[exposure], path, ema=ema)
-        except CheckpointError as error:
-            raise click.UsageError(str(error)) from None
-        except FileNotFoundError as error:  # a bundled model that is not installed
-            raise click.UsageError(f"--checkpoint {path}: {error}") from None
+    models, states = _evaluated_models(checkpoints, device, ema)
     _use_threads(threads)
     spec = _sampler_spec(sampler, steps, eta, models.values())
     patch_size = patch_size or training_patch_size(next(iter(states.values())))
-    overlap = patch_size // 4 if overlap is None else overlap
     try:
         settings = EvaluationSettings(
             patch_size=patch_size, overlap=overlap, sampler=spec, **options
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    lpips = None
-    lpips_note = "not computed (--no-lpips)"
+    lpips, lpips_note = (None, "not computed (--no-lpips)")
     if not no_lpips:
-        from .lpips_weights import LPIPSWeightsError, load_lpips, locate_lpips_weights
-        from .metrics import lpips_distance
-
-        try:
-            found = locate_lpips_weights(lpips_weights, fetch=True, notify=_tell)
-            lpips_model = load_lpips(found, device=device)
-        except LPIPSWeightsError as error:
-            raise click.UsageError(f"{error} (or pass --no-lpips)") from None
-
-        def lpips(restored, reference):
-            return lpips_distance(restored, reference, lpips_model)
-
-        lpips_note = "AlexNet, v0.1 (lpips package, genuine weights)"
+        lpips, lpips_note = _lpips_scorer(lpips_weights, device)
+    if wiener_tune:
+        wiener = f"tuned on {wiener_tune}"
+    else:
+        wiener = f"balance {wiener_balance:g}" if wiener_balance else "left out (no --wiener-tune)"
     facts = {
-        "checkpoint": ", ".join(
-            path if t is None else f"T={t:g}: {path}"
-            for t, path in _checkpoint_specs(checkpoints).items()
-        ),
-        "model": ", ".join(
-            sorted(
-                {
-                    f"{m.config.parametrisation} / {m.config.unet.base_channels} channels"
-                    for m in models.values()
-                }
-            )
-        ),
+        **_model_facts(checkpoints, models),
         "test data": data,
-        "Wiener": (
-            f"tuned on {wiener_tune}"
-            if wiener_tune
-            else f"balance {wiener_balance:g}"
-            if wiener_balance
-            else "left out (no --wiener-tune)"
-        ),
+        "Wiener": wiener,
         "LPIPS": lpips_note,
         "device": device,
     }

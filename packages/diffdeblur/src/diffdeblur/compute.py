@@ -1,4 +1,4 @@
-"""How the arithmetic runs: CPU threads and floating-point precision.
+"""How the arithmetic runs: the device, CPU threads and floating-point precision.
 
 On a CPU with native bfloat16 (AVX-512 BF16 or AMX), bfloat16 autocast runs the convolutions
 about twice as fast as float32 with the same quality (``docs/performance.md``), and a process
@@ -20,6 +20,7 @@ __all__ = [
     "autocast",
     "available_cpus",
     "cpu_has_native_bf16",
+    "resolve_device",
     "resolve_precision",
     "set_threads",
 ]
@@ -30,6 +31,31 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # /proc/cpuinfo flags of the instructions that run bfloat16 arithmetic natively.
 _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def resolve_device(option: str) -> str:
+    """The device a ``device`` option names: ``auto`` is CUDA when there is one, else the CPU.
+
+    Parameters
+    ----------
+    option : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or any other name ``torch.device`` takes.
+
+    Raises
+    ------
+    ValueError
+        For ``"cuda"`` on a machine without a CUDA device.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    if option == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if option == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: no CUDA device is available")
+    return option
 
 
 def available_cpus() -> int:

@@ -34,27 +34,30 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
-from csb_generator import MANIFEST_NAME, open_dataset
-from csb_generator.images import (
+from csb_generator import (
     IMAGE_EXTENSIONS,
+    MANIFEST_NAME,
     CropPolicy,
     SourceImage,
     choose_crop,
     load_image,
+    open_dataset,
     scan_sources,
 )
 from torch.utils.data import Dataset
 
 from .deconvolution import odd_kernel, odd_kernel_size
+from .pixels import to_signed, unit_range
 
 __all__ = [
     "PairedFolder",
@@ -82,18 +85,6 @@ def _listing(items: Sequence[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def _to_signed_unit(image: np.ndarray) -> np.ndarray:
-    """An (H, W, C) image as float32 in [-1, 1]: integers scaled by their dtype's maximum.
-
-    Floating-point images are taken to be in [0, 1] already, as the shard format stores them.
-    """
-    if np.issubdtype(image.dtype, np.integer):
-        values = image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
-    else:
-        values = image.astype(np.float32)
-    return values * np.float32(2) - np.float32(1)
-
-
 class _Patches(Dataset):
     """What both datasets share: the subset, the epoch, and the seeded patch and flip draws."""
 
@@ -114,7 +105,39 @@ class _Patches(Dataset):
         self.crop = crop
         self.flips = bool(flips)
         self.epoch = 0
+        self._size = size
         self.indices = self._check_indices(indices, size)
+
+    def subset(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        *,
+        flips: bool | None = None,
+        crop: CropPolicy | None = None,
+    ) -> Self:
+        """The same data, opened once, restricted to ``indices`` (e.g. one side of
+        :func:`split_indices`), with other flips or crops if given.
+
+        The shards or decoded images are shared, not read again; a sample's patch is the one
+        the whole dataset gives it (patches are keyed by dataset index, not by position).
+
+        Parameters
+        ----------
+        indices : sequence of int
+            Dataset indices, each in [0, the number of samples of the whole dataset).
+        flips : bool, optional
+            Random flips [default: this dataset's].
+        crop : {"random", "center"}, optional
+            Patch placement [default: this dataset's].
+        """
+        view = copy.copy(self)
+        view.indices = self._check_indices(indices, self._size)
+        view.flips = self.flips if flips is None else bool(flips)
+        if crop is not None:
+            if crop not in ("random", "center"):
+                raise ValueError(f"crop must be 'random' or 'center', got {crop!r}")
+            view.crop = crop
+        return view
 
     @staticmethod
     def _check_indices(indices: Sequence[int] | np.ndarray | None, size: int) -> np.ndarray:
@@ -187,7 +210,7 @@ class _Patches(Dataset):
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    values = _to_signed_unit(image).transpose(2, 0, 1)
+    values = to_signed(unit_range(image)).transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(values))
 
 

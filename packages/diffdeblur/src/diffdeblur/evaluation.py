@@ -33,9 +33,10 @@ from torch import Tensor
 
 from .deconvolution import odd_kernel
 from .metrics import psnr, ssim
+from .pixels import to_signed, to_unit, unit_range
 from .restorer import Restorer
 from .samplers import SamplerSpec
-from .tiling import restore_tiled
+from .tiling import default_overlap, restore_tiled_any_channels
 from .wiener import wiener_deconvolve
 
 __all__ = [
@@ -106,7 +107,7 @@ class EvaluationSettings:
         if self.patch_size < 11:
             raise ValueError(f"patch_size must be >= 11 (the SSIM window), got {self.patch_size}")
         if self.overlap is None:
-            object.__setattr__(self, "overlap", self.patch_size // 4)
+            object.__setattr__(self, "overlap", default_overlap(self.patch_size))
         if not 0 <= self.overlap < self.patch_size:
             raise ValueError(f"overlap must be in [0, {self.patch_size - 1}], got {self.overlap}")
         if self.batch_size < 1 or self.examples < 0:
@@ -135,13 +136,6 @@ class Evaluation:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     examples: dict[str, Tensor] = field(default_factory=dict)
-
-
-def _unit(sample: dict[str, np.ndarray], key: str) -> np.ndarray:
-    image = sample[key]
-    if np.issubdtype(image.dtype, np.integer):
-        return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
-    return image.astype(np.float32)
 
 
 def _central(image: np.ndarray, size: int) -> np.ndarray:
@@ -207,16 +201,10 @@ def _restore_with_model(
     batch_number: int,
     kernel: Tensor | None,
 ) -> Tensor:
-    channels, model_channels = blurred.shape[1], model.config.image_channels
-    signed = blurred * 2 - 1
-    if channels == 1 and model_channels == 3:
-        signed = signed.expand(-1, 3, -1, -1)
-    elif channels != model_channels:
-        raise ValueError(f"a {model_channels}-channel model cannot restore {channels} channels")
     generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + batch_number)
-    restored = restore_tiled(
+    restored = restore_tiled_any_channels(
         model,
-        signed.contiguous(),
+        to_signed(blurred),
         patch_size=settings.patch_size,
         overlap=settings.overlap,
         batch_size=settings.batch_size,
@@ -224,10 +212,7 @@ def _restore_with_model(
         generator=generator,
         kernel=kernel,
     )
-    restored = (restored.float() + 1) / 2
-    if channels == 1 and model_channels == 3:
-        restored = restored.mean(dim=1, keepdim=True)
-    return restored.clamp(0, 1)
+    return to_unit(restored.float()).clamp(0, 1)
 
 
 def evaluate_samples(
@@ -277,8 +262,8 @@ def evaluate_samples(
     evaluation = Evaluation()
     kept: dict[str, list[Tensor]] = {}
     for number, batch in _batches(samples, settings, first_batch):
-        blurred_np = [_unit(s, "blurred") for s in batch]
-        sharp_np = [_unit(s, "sharp") for s in batch]
+        blurred_np = [unit_range(s["blurred"]) for s in batch]
+        sharp_np = [unit_range(s["sharp"]) for s in batch]
         if settings.protocol == "central":
             blurred_np = [_central(b, settings.patch_size) for b in blurred_np]
             sharp_np = [_central(s, settings.patch_size) for s in sharp_np]

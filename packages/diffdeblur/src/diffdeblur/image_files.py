@@ -9,11 +9,10 @@ and renamed, so an interrupted run never leaves a partial image under a final na
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
-from csb_generator.images import read_image
+from csb_generator import read_image, write_bytes_atomic
 
 __all__ = ["WRITABLE_SUFFIXES", "read_image", "write_image"]
 
@@ -83,10 +82,4 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     bits = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(image.dtype)
     if bits not in WRITABLE_SUFFIXES[suffix]:
         raise ValueError(f"cannot write {image.dtype} pixels to {path} ({suffix} files)")
-    data = _encode(np.ascontiguousarray(image), suffix)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_bytes_atomic(path, _encode(np.ascontiguousarray(image), suffix))

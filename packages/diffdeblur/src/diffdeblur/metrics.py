@@ -12,11 +12,13 @@ All three take batches of images ``(B, C, H, W)`` and return one value per image
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SSIM_WINDOW", "lpips_distance", "psnr", "ssim"]
+__all__ = ["SSIM_WINDOW", "lpips_distance", "psnr", "psnr_from_mse", "ssim"]
 
 #: Side of the SSIM window, px: a Gaussian of σ = 1.5 truncated at 3.5 σ (scikit-image's choice).
 SSIM_WINDOW = 11
@@ -37,6 +39,22 @@ def _check_pair(restored: Tensor, reference: Tensor, min_side: int, metric: str)
             f"{metric} needs images of at least {min_side}×{min_side} px, got "
             f"{restored.shape[-2]}×{restored.shape[-1]}"
         )
+
+
+def psnr_from_mse(mse: float | Tensor, data_range: float = 1.0) -> float | Tensor:
+    """``10 log10(data_range**2 / mse)`` in dB, for a float or a tensor of mean squared errors.
+
+    The one PSNR formula of the package: :func:`psnr` and the Wiener baseline's tuning use it.
+    A float gives a float (inf for 0), in double precision.
+
+    Examples
+    --------
+    >>> psnr_from_mse(0.01)
+    20.0
+    """
+    if isinstance(mse, Tensor):
+        return 10 * torch.log10(data_range**2 / mse)
+    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
 def psnr(restored: Tensor, reference: Tensor, data_range: float = 1.0) -> Tensor:
@@ -64,7 +82,7 @@ def psnr(restored: Tensor, reference: Tensor, data_range: float = 1.0) -> Tensor
     if restored.shape != reference.shape:
         raise ValueError(f"shapes differ: {tuple(restored.shape)} and {tuple(reference.shape)}")
     error = torch.mean((restored.double() - reference.double()) ** 2, dim=(1, 2, 3))
-    return (10 * torch.log10(data_range**2 / error)).float()
+    return psnr_from_mse(error, data_range).float()
 
 
 def _gaussian_window(dtype: torch.dtype, device: torch.device) -> Tensor:

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .pixels import to_unit
+
 __all__ = [
     "loss_curves",
     "save_loss_curve",
@@ -89,7 +91,7 @@ def save_loss_curve(log_path: str | Path, png_path: str | Path) -> None:
 
 def _to_image(tensor: torch.Tensor) -> np.ndarray:
     """(C, H, W) in [-1, 1] to (H, W, 3) in [0, 1]."""
-    image = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+    image = to_unit(tensor.detach().float().cpu().clamp(-1, 1)).permute(1, 2, 0).numpy()
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 

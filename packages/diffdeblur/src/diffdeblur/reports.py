@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from csb_generator import atomic_output, write_bytes_atomic
 
 from .evaluation import (
     METHOD_LABELS,
@@ -41,6 +42,7 @@ from .evaluation import (
     evaluate_samples,
     summarise,
 )
+from .pixels import to_signed
 from .plots import save_metric_against_exposure, save_restoration_grid
 from .restorer import Restorer
 from .wiener import WienerTuning, tune_wiener_balance
@@ -66,12 +68,7 @@ class EvaluationStopped(RuntimeError):
 
 
 def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -199,7 +196,7 @@ def write_report(
     _write_text(out / "per_image.csv", _csv(evaluation.rows, image_columns))
     if evaluation.examples:
         order = [m for m in (*METHOD_LABELS, "sharp") if m in evaluation.examples]
-        columns_ = [evaluation.examples[m] * 2 - 1 for m in order]
+        columns_ = [to_signed(evaluation.examples[m]) for m in order]
         labels = tuple(METHOD_LABELS.get(m, m.capitalize()) for m in order)
         save_restoration_grid(out / "examples.png", *columns_, labels=labels, title=title)
     return document
@@ -274,9 +271,8 @@ class _Progress:
             return {name: torch.from_numpy(stored[name]) for name in stored.files}
 
     def keep_examples(self, examples: Mapping[str, torch.Tensor]) -> None:
-        temporary = self.folder / f".examples.tmp-{os.getpid()}.npz"
-        np.savez(temporary, **{name: images.numpy() for name, images in examples.items()})
-        os.replace(temporary, self.folder / "examples.npz")
+        with atomic_output(self.folder / "examples.npz") as handle:
+            np.savez(handle, **{name: images.numpy() for name, images in examples.items()})
 
     def finish(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -284,8 +280,7 @@ class _Progress:
 
 def _parts(data: str | Path) -> dict[float | None, Any]:
     """The test datasets by exposure: every part of a T-sweep, else ``{T or None: dataset}``."""
-    from csb_generator import open_dataset
-    from csb_generator.shards import TSweepDataset
+    from csb_generator import TSweepDataset, open_dataset
 
     dataset = open_dataset(data)
     if isinstance(dataset, TSweepDataset):
@@ -305,6 +300,37 @@ def _tuning_record(tuning: WienerTuning, source: str) -> dict[str, Any]:
         "count": tuning.count,
         "at_edge": tuning.at_edge,
     }
+
+
+def _fingerprints(parts: Mapping[float | None, Any]) -> dict[str, Any]:
+    return {str(t): part.manifest.get("fingerprint") for t, part in parts.items()}
+
+
+def _tuned(
+    kept: _Progress,
+    label: str,
+    source: Any,
+    name: str,
+    rotated: bool,
+    limit: int | None,
+) -> dict[str, dict[str, Any]]:
+    """The Wiener tuning of one part (``wiener``, and ``wiener_rotated`` when asked for):
+    kept from an interrupted run, else tuned on ``source`` (a dataset or its folder) and kept."""
+    part_tuning = kept.tuning(label)
+    if part_tuning is not None:
+        return part_tuning
+    if isinstance(source, (str, Path)):
+        from csb_generator import open_dataset
+
+        source = open_dataset(source)
+    part_tuning = {}
+    for method, rotate in (("wiener", False), ("wiener_rotated", True)):
+        if method == "wiener_rotated" and not rotated:
+            continue
+        result = tune_wiener_balance(source, limit=limit, rotate_kernel=rotate)
+        part_tuning[method] = _tuning_record(result, name)
+    kept.keep_tuning(label, part_tuning)
+    return part_tuning
 
 
 def evaluate_dataset(
@@ -359,7 +385,7 @@ def evaluate_dataset(
     dict
         The ``metrics.json`` document.
     """
-    from csb_generator.shards import DatasetFormatError
+    from csb_generator import DatasetFormatError
     from tqdm import tqdm
 
     parts = _parts(data)
@@ -368,13 +394,12 @@ def evaluate_dataset(
         raise ValueError(f"no model for exposure(s) {missing}; give one per T or one for all")
     tune_parts = _parts(wiener_tune) if wiener_tune is not None else {}
     out = Path(out)
+    # What the kept progress must match to be continued: anything that changes a score.
     progress_key = {
-        "data": {str(t): part.manifest.get("fingerprint") for t, part in parts.items()},
+        "data": _fingerprints(parts),
         "models": {str(t): _model_digest(model) for t, model in models.items()},
         "settings": {**settings.__dict__, "sampler": asdict(settings.sampler)},
-        "wiener_tune": None
-        if wiener_tune is None
-        else {str(t): part.manifest.get("fingerprint") for t, part in tune_parts.items()},
+        "wiener_tune": None if wiener_tune is None else _fingerprints(tune_parts),
         "wiener_balance": wiener_balance,
         "wiener_rotated": wiener_rotated,
         "tune_limit": tune_limit,
@@ -390,20 +415,8 @@ def evaluate_dataset(
         if wiener_rotated:
             balances["wiener_rotated"] = wiener_balance
         if tune_parts:
-            part_tuning = kept.tuning(label)
-            if part_tuning is None:
-                part_tuning = {}
-                source = tune_parts.get(exposure)
-                if source is None:
-                    from csb_generator import open_dataset
-
-                    source = open_dataset(wiener_tune)
-                for method, rotate in (("wiener", False), ("wiener_rotated", True)):
-                    if method == "wiener_rotated" and not wiener_rotated:
-                        continue
-                    result = tune_wiener_balance(source, limit=tune_limit, rotate_kernel=rotate)
-                    part_tuning[method] = _tuning_record(result, str(wiener_tune))
-                kept.keep_tuning(label, part_tuning)
+            source = tune_parts.get(exposure, wiener_tune)
+            part_tuning = _tuned(kept, label, source, str(wiener_tune), wiener_rotated, tune_limit)
             for method, record in part_tuning.items():
                 balances[method] = record["balance"]
                 tuning[f"{METHOD_LABELS[method]} ({label})"] = record

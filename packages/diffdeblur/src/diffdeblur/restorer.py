@@ -61,6 +61,7 @@ from .diffusion import Denoiser, GaussianDiffusion
 from .kernel_estimation import KernelEstimator, kernel_loss, reblur_loss
 from .losses import Loss, pixel_loss
 from .nafnet import NAFNet
+from .pixels import to_signed, to_unit
 from .samplers import SamplerSpec
 from .unet import UNet
 
@@ -248,8 +249,8 @@ class Restorer(nn.Module):
         if self.wiener is None:
             raise RuntimeError("this restorer has no deconvolution front end")
         with torch.autocast(blurred.device.type, enabled=False):
-            restored = self.wiener((blurred.float() + 1) / 2, kernel.float())
-        return (restored.clamp(0, 1) * 2 - 1).to(blurred.dtype)
+            restored = self.wiener(to_unit(blurred.float()), kernel.float())
+        return to_signed(restored.clamp(0, 1)).to(blurred.dtype)
 
     def observe(self, blurred: Tensor, kernel: Tensor | None = None) -> Tensor:
         """What the networks see of blurred images in [-1, 1]: the images themselves or, with a

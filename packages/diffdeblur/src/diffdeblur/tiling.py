@@ -33,10 +33,32 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .pixels import from_unit_range, to_signed, to_unit, unit_range
 from .restorer import Denoiser, Restorer
 from .samplers import SamplerSpec
 
-__all__ = ["PatchGrid", "hann_weights", "patch_starts", "restore_image", "restore_tiled"]
+__all__ = [
+    "PatchGrid",
+    "default_overlap",
+    "hann_weights",
+    "patch_starts",
+    "restore_image",
+    "restore_tiled",
+    "restore_tiled_any_channels",
+]
+
+
+def default_overlap(patch_size: int) -> int:
+    """The overlap used when none is given: a quarter of the patch side, in pixels.
+
+    Enough for the Hann window to blend away patch seams; more costs time.
+
+    Examples
+    --------
+    >>> default_overlap(64)
+    16
+    """
+    return patch_size // 4
 
 
 def patch_starts(length: int, patch: int, overlap: int) -> tuple[int, ...]:
@@ -259,7 +281,7 @@ def restore_tiled(
     blurred: Tensor,
     *,
     patch_size: int = 64,
-    overlap: int = 16,
+    overlap: int | None = None,
     batch_size: int = 16,
     sampler: SamplerSpec | None = None,
     generator: torch.Generator | None,
@@ -279,8 +301,9 @@ def restore_tiled(
         Blurred images in [-1, 1], any H, W >= 1, on the model's device.
     patch_size : int
         Patch side in pixels; the training patch size is the natural choice.
-    overlap : int
-        Pixels shared by neighbouring patches, 0 <= overlap < patch_size.
+    overlap : int, optional
+        Pixels shared by neighbouring patches, 0 <= overlap < patch_size [default:
+        :func:`default_overlap`].
     batch_size : int
         Patches per network call, >= 1 (memory against speed; the result does not depend on it).
     sampler, generator, progress, kernel
@@ -308,6 +331,7 @@ def restore_tiled(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if blurred.ndim != 4:
         raise ValueError(f"blurred must have shape (B, C, H, W), got {tuple(blurred.shape)}")
+    overlap = default_overlap(patch_size) if overlap is None else overlap
     grid = PatchGrid(blurred.shape[-2], blurred.shape[-1], patch_size, overlap)
     observed = model.observe(blurred, kernel)
     estimate = None
@@ -322,12 +346,45 @@ def restore_tiled(
     )
 
 
+def restore_tiled_any_channels(model: Restorer, blurred: Tensor, **options) -> Tensor:
+    """:func:`restore_tiled` for images whose channel count may differ from the model's.
+
+    A grey image restored by a colour model is replicated into R, G and B and the restored
+    channels are averaged; a colour image restored by a grey model is restored channel by
+    channel.
+
+    Parameters
+    ----------
+    model : Restorer
+        A trained restorer of 1 or 3 channels, in evaluation mode.
+    blurred : Tensor, shape (B, C, H, W)
+        Blurred images in [-1, 1], C = 1 or 3.
+    **options
+        The keyword arguments of :func:`restore_tiled`.
+
+    Returns
+    -------
+    Tensor, shape (B, C, H, W), in [-1, 1]
+    """
+    batch, channels, height, width = blurred.shape
+    model_channels = model.config.image_channels
+    if channels == model_channels:
+        return restore_tiled(model, blurred.contiguous(), **options)
+    if (channels, model_channels) == (1, 3):
+        colour = blurred.expand(-1, 3, -1, -1).contiguous()
+        return restore_tiled(model, colour, **options).mean(dim=1, keepdim=True)
+    if (channels, model_channels) == (3, 1):
+        planes = blurred.reshape(batch * 3, 1, height, width).contiguous()
+        return restore_tiled(model, planes, **options).reshape(batch, 3, height, width)
+    raise ValueError(f"a {model_channels}-channel model cannot restore {channels} channels")
+
+
 def restore_image(
     model: Restorer,
     image: np.ndarray,
     *,
     patch_size: int = 64,
-    overlap: int = 16,
+    overlap: int | None = None,
     batch_size: int = 16,
     sampler: SamplerSpec | None = None,
     generator: torch.Generator | None,
@@ -368,30 +425,14 @@ def restore_image(
     array = np.asarray(image)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
         raise ValueError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got {array.shape}")
-    if np.issubdtype(array.dtype, np.integer):
-        if array.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"integer images must be uint8 or uint16, got {array.dtype}")
-        peak = float(np.iinfo(array.dtype).max)
-    elif np.issubdtype(array.dtype, np.floating):
-        peak = 1.0
-    else:
-        raise ValueError(f"unsupported pixel type {array.dtype}")
+    if np.issubdtype(array.dtype, np.integer) and array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"integer images must be uint8 or uint16, got {array.dtype}")
     channels = 1 if array.ndim == 2 else array.shape[2]
-    hwc = array.reshape(array.shape[0], array.shape[1], channels)
-    unit = torch.from_numpy(hwc.astype(np.float32) / np.float32(peak)).permute(2, 0, 1)
-    signed = (unit * 2 - 1).to(device)
-    model_channels = model.config.image_channels
-    if model_channels == channels:
-        batch = signed[None]
-    elif model_channels == 3 and channels == 1:
-        batch = signed.expand(3, -1, -1)[None]
-    elif model_channels == 1 and channels == 3:
-        batch = signed[:, None]
-    else:
-        raise ValueError(f"a {model_channels}-channel model cannot restore {channels} channels")
-    restored = restore_tiled(
+    hwc = unit_range(array.reshape(array.shape[0], array.shape[1], channels))
+    signed = to_signed(torch.from_numpy(hwc).permute(2, 0, 1)).to(device)
+    restored = restore_tiled_any_channels(
         model,
-        batch.contiguous(),
+        signed[None],
         patch_size=patch_size,
         overlap=overlap,
         batch_size=batch_size,
@@ -399,13 +440,5 @@ def restore_image(
         generator=generator,
         progress=progress,
     )
-    if model_channels == 3 and channels == 1:
-        restored = restored.mean(dim=1, keepdim=True)
-    elif model_channels == 1 and channels == 3:
-        restored = restored.transpose(0, 1)
-    result = ((restored[0].float().cpu() + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
-    if peak != 1.0:
-        result = np.rint(result.astype(np.float64) * peak).astype(array.dtype)
-    else:
-        result = result.astype(array.dtype)
-    return result.reshape(array.shape)
+    result = to_unit(restored[0].float().cpu()).clamp(0, 1).permute(1, 2, 0).numpy()
+    return from_unit_range(result, array.dtype).reshape(array.shape)

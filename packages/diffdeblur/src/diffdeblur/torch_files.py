@@ -8,12 +8,12 @@ refused instead of executed.
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+from csb_generator import atomic_output, remove_abandoned_temporaries
 
 __all__ = ["is_torch_archive", "load_plain", "save_atomic"]
 
@@ -27,25 +27,6 @@ def is_torch_archive(path: str | Path) -> bool:
         return handle.read(4) == _ZIP_MAGIC
 
 
-def _process_is_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # it exists, under another user
-        return False
-    return False
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Remove the temporaries of writes to ``path`` whose process died before its rename (a
-    killed run leaves one per kill); a live writer's is left alone."""
-    for temporary in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = temporary.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and _process_is_gone(int(pid)):
-            temporary.unlink(missing_ok=True)
-
-
 def save_atomic(path: str | Path, obj: Any) -> None:
     """``torch.save`` to a temporary name in the same folder, flush, then rename to ``path``.
 
@@ -57,19 +38,12 @@ def save_atomic(path: str | Path, obj: Any) -> None:
         If the write fails (a full disk, say); ``path`` is then left as it was.
     """
     path = Path(path)
-    _remove_stale_temporaries(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            try:
-                torch.save(obj, handle)
-            except RuntimeError as error:  # torch's zip writer reports a failed write this way
-                raise OSError(f"writing {path} failed (is the disk full?): {error}") from error
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    remove_abandoned_temporaries(path)
+    with atomic_output(path) as handle:
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as error:  # torch's zip writer reports a failed write this way
+            raise OSError(f"writing {path} failed (is the disk full?): {error}") from error
 
 
 def load_plain(

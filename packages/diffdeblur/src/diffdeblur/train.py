@@ -1,8 +1,9 @@
 """Training: epochs of a fixed number of samples, EMA, warm-up, clipping, exact resume, DDP.
 
-One function, :func:`train`, runs a training described by a :class:`TrainConfig`, in one process
-or under ``torchrun`` (DistributedDataParallel: each rank reads its own share of every epoch and
-only rank 0 writes). A run folder holds:
+One function, :func:`train`, runs a training described by a :class:`TrainConfig` (a
+:class:`Trainer` does the work in small parts), in one process or under ``torchrun``
+(DistributedDataParallel: each rank reads its own share of every epoch and only rank 0 writes).
+A run folder holds:
 
 - ``checkpoint.pt``: model, EMA, optimiser, step, random states, configurations (atomic);
 - ``log.jsonl``: one JSON line per logged step;
@@ -29,11 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from csb_generator import write_bytes_atomic
 from torch import distributed, nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, restorer_from_checkpoint, save_checkpoint
-from .compute import PRECISIONS, autocast, resolve_precision, set_threads
+from .compute import PRECISIONS, autocast, resolve_device, resolve_precision, set_threads
 from .config import (
     KERNEL_SOURCES,
     PARAMETRISATIONS,
@@ -289,10 +291,7 @@ class _Context:
 
 def _distributed_context(device_option: str) -> _Context:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if device_option == "auto":
-        device_option = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_option == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+    device_option = resolve_device(device_option)
     if world == 1:
         return _Context(0, 1, torch.device(device_option))
     if not distributed.is_initialized():
@@ -384,7 +383,7 @@ def _start_from(init: str, restorer: Restorer, ema: nn.Module, device: torch.dev
 def _truncate_log(path: Path, step: int) -> None:
     """Keep the records of ``log.jsonl`` up to ``step``, the checkpoint's: a run killed after
     its last checkpoint logged steps that the resumed run logs again (and may have left half a
-    line). Rewritten under a temporary name, then renamed."""
+    line). Rewritten atomically."""
     if not path.is_file():
         return
     kept = []
@@ -399,9 +398,7 @@ def _truncate_log(path: Path, step: int) -> None:
             and record["step"] <= step
         ):
             kept.append(line + "\n")
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(kept), encoding="utf-8")
-    temporary.replace(path)
+    write_bytes_atomic(path, "".join(kept).encode("utf-8"))
 
 
 def _grid_batch(dataset, count: int) -> dict[str, torch.Tensor]:
@@ -468,330 +465,415 @@ def train(
     # The caller's thread count comes back afterwards: it is the process's, not this run's.
     caller_threads = torch.get_num_threads()
     try:
-        return _run(config, resume, progress, on_log, notify, set_threads(config.threads))
+        threads = set_threads(config.threads)
+        trainer = Trainer(
+            config, resume=resume, progress=progress, on_log=on_log, notify=notify, threads=threads
+        )
+        return trainer.run()
     finally:
         torch.set_num_threads(caller_threads)
 
 
-def _run(
-    config: TrainConfig,
-    resume: bool,
-    progress: bool,
-    on_log: Callable[[dict[str, Any]], None] | None,
-    notify: Callable[[str], None] | None,
-    threads: int,
-) -> TrainResult:
-    """The body of :func:`train`, with the threads already set."""
-    context = _distributed_context(config.device)
-    precision = resolve_precision(config.precision, context.device)
-    out = Path(config.out)
-    checkpoint_path = out / CHECKPOINT_NAME
-    if checkpoint_path.exists() and not resume:
-        raise ValueError(
-            f"{out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it or "
-            "choose another --out"
-        )
-    if resume and not checkpoint_path.exists():
-        raise ValueError(f"--resume: {checkpoint_path} does not exist")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
+class Trainer:
+    """One run of :func:`train`, in small parts: set up, resume, step, log, save and validate.
 
-    dataset = open_training_data(config.data, config.patch_size, seed=config.seed)
-    if len(dataset) < 2:
-        raise ValueError(f"{config.data} holds {len(dataset)} sample(s); training needs at least 2")
-    train_indices, validation_indices = split_indices(
-        len(dataset), config.validation_fraction, config.seed
-    )
-    training = open_training_data(
-        config.data, config.patch_size, seed=config.seed, indices=train_indices
-    )
-    # Central, unflipped validation patches: the same images at every validation.
-    validation = open_training_data(
-        config.data,
-        config.patch_size,
-        seed=config.seed,
-        indices=validation_indices,
-        flips=False,
-        crop="center",
-    )
+    Built with the threads already set (``threads`` is only reported); :meth:`run` trains until
+    the epochs, the budget or ``max_steps`` end it. The order of every seeded draw is part of
+    the contract: a resumed run ends with the same weights as an uninterrupted one.
+    """
 
-    # The initial weights come from the global generator (torch's layers take no generator):
-    # seeded the same on every rank, so --seed fixes them and every rank starts alike.
-    torch.manual_seed(config.seed * 1009)
-    restorer = Restorer(
-        restorer_config(
-            config.parametrisation,
-            config.variant,
-            diffusion=DiffusionConfig(
-                timesteps=config.timesteps,
-                schedule=config.schedule,
-                prediction=config.prediction,
-                bridge_noise=config.bridge_noise,
-            ),
-            residual_scale=config.residual_scale,
-            deconvolution=_deconvolution(config, dataset),
-            blurred_skip=config.blurred_skip,
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        resume: bool,
+        progress: bool,
+        on_log: Callable[[dict[str, Any]], None] | None,
+        notify: Callable[[str], None] | None,
+        threads: int,
+    ):
+        self.config, self.on_log, self.notify = config, on_log, notify
+        self.context = _distributed_context(config.device)
+        self.precision = resolve_precision(config.precision, self.context.device)
+        self.out = Path(config.out)
+        self.checkpoint_path = self.out / CHECKPOINT_NAME
+        self.log_path = self.out / LOG_NAME
+        self._check_run_folder(resume)
+        self._open_data()
+        self._build_networks()
+        self.step = 0
+        if config.init is not None and not resume:
+            _start_from(config.init, self.restorer, self.ema, self.context.device)
+        if resume:
+            self._resume()
+        self.model: nn.Module = self.restorer
+        if self.context.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(self.restorer)
+        self._plan_steps()
+        budget = f", budget {config.budget_minutes:g} min" if config.budget_minutes else ""
+        self.say(
+            f"plan: {self.context.device.type}, {self.precision}, {threads} thread(s), "
+            f"{count_parameters(self.restorer) / 1e6:.2f} M parameters ({config.variant}, "
+            f"{config.parametrisation}), batch {config.batch_size}, step {self.step} of "
+            f"{self.total_steps}{budget}"
         )
-    ).to(context.device)
-    ema = copy.deepcopy(restorer).requires_grad_(False)
-    if config.compile:
-        # In place, so the state dict keeps its keys; the EMA copy, used only to validate and
-        # to save, stays eager.
-        for network in (restorer.denoiser_net, restorer.regressor, restorer.kernel_estimator):
-            if network is not None:
-                network.compile()
-    optimiser = torch.optim.Adam(restorer.parameters(), lr=config.lr)
-    # Dropout draws from torch's global generator too (nn.Dropout takes no generator); it is
-    # reseeded per rank here and checkpointed, which keeps runs reproducible and resumable.
-    torch.manual_seed(config.seed * 1009 + 1 + context.rank)
-    noise = torch.Generator(context.device).manual_seed(config.seed * 1013 + context.rank)
-    step = 0
-    if config.init is not None and not resume:
-        _start_from(config.init, restorer, ema, context.device)
-    if resume:
-        state = load_checkpoint(checkpoint_path, context.device)
-        _check_resumable(state["train"], config, checkpoint_path)
-        restorer.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimiser.load_state_dict(state["optimiser"])
-        step = int(state["step"])
-        saved_data = state.get("data_fingerprint")  # absent from checkpoints of older versions
-        if saved_data is not None and saved_data != dataset.fingerprint:
+        self._prepare_folder(resume)
+        self.bar = self._progress_bar() if progress and self.context.writes else None
+        self.started = time.monotonic()
+        self.run_steps, self.last_loss = 0, math.nan
+        self.window_start, self.window_samples = time.monotonic(), 0
+        self.plan_started = self.started
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _check_run_folder(self, resume: bool) -> None:
+        out, checkpoint = self.out, self.checkpoint_path
+        if checkpoint.exists() and not resume:
             raise ValueError(
-                f"--resume: --data {config.data} holds other data than the run in "
-                f"{checkpoint_path} was trained on (dataset fingerprints {saved_data[:12]}… and "
-                f"{dataset.fingerprint[:12]}…); the same dataset moved or copied elsewhere is fine"
+                f"{out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it or "
+                "choose another --out"
+            )
+        if resume and not checkpoint.exists():
+            raise ValueError(f"--resume: {checkpoint} does not exist")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder")
+
+    def _open_data(self) -> None:
+        config = self.config
+        dataset = open_training_data(config.data, config.patch_size, seed=config.seed)
+        if len(dataset) < 2:
+            raise ValueError(
+                f"{config.data} holds {len(dataset)} sample(s); training needs at least 2"
+            )
+        train_indices, validation_indices = split_indices(
+            len(dataset), config.validation_fraction, config.seed
+        )
+        # Opened once: the two sides share its shards (or decoded images).
+        self.dataset = dataset
+        self.training = dataset.subset(train_indices)
+        # Central, unflipped validation patches: the same images at every validation.
+        self.validation = dataset.subset(validation_indices, flips=False, crop="center")
+
+    def _build_networks(self) -> None:
+        config, device = self.config, self.context.device
+        # The initial weights come from the global generator (torch's layers take no
+        # generator): seeded the same on every rank, so --seed fixes them and every rank
+        # starts alike.
+        torch.manual_seed(config.seed * 1009)
+        diffusion = DiffusionConfig(
+            timesteps=config.timesteps,
+            schedule=config.schedule,
+            prediction=config.prediction,
+            bridge_noise=config.bridge_noise,
+        )
+        self.restorer = Restorer(
+            restorer_config(
+                config.parametrisation,
+                config.variant,
+                diffusion=diffusion,
+                residual_scale=config.residual_scale,
+                deconvolution=_deconvolution(config, self.dataset),
+                blurred_skip=config.blurred_skip,
+            )
+        ).to(device)
+        self.ema = copy.deepcopy(self.restorer).requires_grad_(False)
+        if config.compile:
+            # In place, so the state dict keeps its keys; the EMA copy, used only to validate
+            # and to save, stays eager.
+            restorer = self.restorer
+            for network in (restorer.denoiser_net, restorer.regressor, restorer.kernel_estimator):
+                if network is not None:
+                    network.compile()
+        self.optimiser = torch.optim.Adam(self.restorer.parameters(), lr=config.lr)
+        # Dropout draws from torch's global generator too (nn.Dropout takes no generator); it
+        # is reseeded per rank here and checkpointed, which keeps runs reproducible and
+        # resumable.
+        torch.manual_seed(config.seed * 1009 + 1 + self.context.rank)
+        self.noise = torch.Generator(device).manual_seed(config.seed * 1013 + self.context.rank)
+
+    def _resume(self) -> None:
+        config, context, path = self.config, self.context, self.checkpoint_path
+        state = load_checkpoint(path, context.device)
+        _check_resumable(state["train"], config, path)
+        self.restorer.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.step = int(state["step"])
+        saved_data = state.get("data_fingerprint")  # absent from checkpoints of older versions
+        if saved_data is not None and saved_data != self.dataset.fingerprint:
+            raise ValueError(
+                f"--resume: --data {config.data} holds other data than the run in {path} was "
+                f"trained on (dataset fingerprints {saved_data[:12]}… and "
+                f"{self.dataset.fingerprint[:12]}…); the same dataset moved or copied elsewhere "
+                "is fine"
             )
         saved_world = len(state["rng"]["noise"])
         if saved_world != context.world:
             raise ValueError(
-                f"--resume: the run in {checkpoint_path} used {saved_world} process(es); resume "
-                f"it with the same number (this run has {context.world})"
+                f"--resume: the run in {path} used {saved_world} process(es); resume it with "
+                f"the same number (this run has {context.world})"
             )
-        noise.set_state(state["rng"]["noise"][context.rank].cpu())
+        self.noise.set_state(state["rng"]["noise"][context.rank].cpu())
         torch.set_rng_state(state["rng"]["torch"][context.rank].cpu())
-    model: nn.Module = restorer
-    if context.world > 1:
-        model = nn.parallel.DistributedDataParallel(restorer)
 
-    per_rank = config.batch_size // context.world
-    if per_rank * context.world != config.batch_size:
-        raise ValueError(
-            f"--batch-size {config.batch_size} must be a multiple of the {context.world} processes"
-        )
-    steps_per_epoch = config.samples_per_epoch // config.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError("--samples-per-epoch must be at least --batch-size")
-    total_steps = config.epochs * steps_per_epoch
-    # float16's narrow range needs the loss scaled; bfloat16 has float32's range.
-    scaler = torch.amp.GradScaler(context.device.type, enabled=precision == "fp16")
-    horizon = total_steps
-    if config.max_steps is not None:
-        horizon = min(horizon, step + config.max_steps)
+    def _plan_steps(self) -> None:
+        config, world = self.config, self.context.world
+        self.per_rank = config.batch_size // world
+        if self.per_rank * world != config.batch_size:
+            raise ValueError(
+                f"--batch-size {config.batch_size} must be a multiple of the {world} processes"
+            )
+        self.steps_per_epoch = config.samples_per_epoch // config.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError("--samples-per-epoch must be at least --batch-size")
+        self.total_steps = config.epochs * self.steps_per_epoch
+        # float16's narrow range needs the loss scaled; bfloat16 has float32's range.
+        fp16 = self.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(self.context.device.type, enabled=fp16)
+        self.horizon = self.total_steps
+        if config.max_steps is not None:
+            self.horizon = min(self.horizon, self.step + config.max_steps)
 
-    def say(line: str) -> None:
-        if notify is not None and context.writes:
-            notify(line)
+    def _prepare_folder(self, resume: bool) -> None:
+        if self.context.writes:
+            self.out.mkdir(parents=True, exist_ok=True)
+            document = {"train": asdict(self.config), "restorer": self.restorer.config.to_dict()}
+            (self.out / "config.json").write_text(json.dumps(document, indent=2))
+        self.grid = _grid_batch(self.validation, self.config.validation_images)
+        if resume and self.context.writes:
+            _truncate_log(self.log_path, self.step)
 
-    budget = f", budget {config.budget_minutes:g} min" if config.budget_minutes else ""
-    say(
-        f"plan: {context.device.type}, {precision}, {threads} thread(s), "
-        f"{count_parameters(restorer) / 1e6:.2f} M parameters ({config.variant}, "
-        f"{config.parametrisation}), batch {config.batch_size}, step {step} of "
-        f"{total_steps}{budget}"
-    )
-
-    if context.writes:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(
-            json.dumps({"train": asdict(config), "restorer": restorer.config.to_dict()}, indent=2)
-        )
-    grid = _grid_batch(validation, config.validation_images)
-    log_path = out / LOG_NAME
-    if resume and context.writes:
-        _truncate_log(log_path, step)
-
-    def save(step_done: int) -> None:
-        noise_states = [noise.get_state()]
-        torch_states = [torch.get_rng_state()]
-        if context.world > 1:
-            noise_states = [torch.empty_like(noise_states[0]) for _ in range(context.world)]
-            torch_states = [torch.empty_like(torch_states[0]) for _ in range(context.world)]
-            distributed.all_gather_object(noise_states, noise.get_state())
-            distributed.all_gather_object(torch_states, torch.get_rng_state())
-        if not context.writes:
-            return
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "model": restorer.state_dict(),
-                "ema": ema.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "step": step_done,
-                "rng": {"noise": noise_states, "torch": torch_states},
-                "train": asdict(config),
-                "restorer": restorer.config.to_dict(),
-                "data_fingerprint": dataset.fingerprint,
-            },
-        )
-        save_loss_curve(log_path, out / "loss.png")
-
-    bar = None
-    if progress and context.writes:
+    def _progress_bar(self):
         from tqdm import tqdm
 
         # Counted in samples, so that the bar's rate is samples/s; the step is in the postfix.
-        bar = tqdm(
-            total=horizon * config.batch_size,
-            initial=step * config.batch_size,
+        return tqdm(
+            total=self.horizon * self.config.batch_size,
+            initial=self.step * self.config.batch_size,
             unit="sample",
             dynamic_ncols=True,
         )
-    started = time.monotonic()
-    run_steps, last_loss, stopped_by = 0, math.nan, "finished"
-    window_start, window_samples = time.monotonic(), 0
-    plan_started = started
 
-    def plan_from_rate() -> None:
+    # -- reporting ------------------------------------------------------------------------------
+
+    def say(self, line: str) -> None:
+        """Tell the caller a line of the plan or a warning (rank 0)."""
+        if self.notify is not None and self.context.writes:
+            self.notify(line)
+
+    def plan_from_rate(self) -> None:
         """State the measured rate and, under a budget, the horizon it gives this run."""
-        nonlocal horizon
-        seconds = time.monotonic() - plan_started
-        rate = PLAN_STEPS / max(seconds, 1e-9)
+        config, step, run_steps = self.config, self.step, self.run_steps
+        rate = PLAN_STEPS / max(time.monotonic() - self.plan_started, 1e-9)
         line = f"plan: {rate * config.batch_size:.1f} samples/s measured over {PLAN_STEPS} steps"
         if config.budget_minutes is not None:
-            left = 60 * config.budget_minutes - (time.monotonic() - started)
-            expected = step + int(rate * max(left, 0.0))
-            horizon = min(horizon, expected)
-            line += f"; about {horizon - step + run_steps} steps in this run's budget"
-            if bar is not None:
-                bar.total = horizon * config.batch_size
-                bar.refresh()
-        say(line)
-        if config.budget_minutes is None and context.device.type == "cpu":
-            hours = (horizon - step) / rate / 3600
+            left = 60 * config.budget_minutes - (time.monotonic() - self.started)
+            self.horizon = min(self.horizon, step + int(rate * max(left, 0.0)))
+            line += f"; about {self.horizon - step + run_steps} steps in this run's budget"
+            if self.bar is not None:
+                self.bar.total = self.horizon * config.batch_size
+                self.bar.refresh()
+        self.say(line)
+        if config.budget_minutes is None and self.context.device.type == "cpu":
+            hours = (self.horizon - step) / rate / 3600
             if hours > LONG_CPU_HOURS:
-                say(
-                    f"warning: at this rate the {horizon - step} steps left "
+                self.say(
+                    f"warning: at this rate the {self.horizon - step} steps left "
                     f"({config.epochs} epochs of {config.samples_per_epoch} samples, "
                     f"{config.variant}) take about {_duration(hours)} on this CPU. For a CPU "
                     "run pass a budget, e.g. --budget-minutes 30, and a small network, "
                     "--variant tiny (the CPU recipe at the top of docs/diffdeblur.md)"
                 )
         # A fine-tuning run (--init) starts from a trained model: a few steps are its point.
-        if config.init is None and horizon - step + run_steps < FEW_STEPS:
-            say(
-                f"warning: this run will take only about {horizon - step + run_steps} steps; "
-                f"a model trained for fewer than {FEW_STEPS} steps is barely trained. Raise "
-                "--budget-minutes, or pick a smaller --variant"
+        if config.init is None and self.horizon - step + run_steps < FEW_STEPS:
+            self.say(
+                f"warning: this run will take only about {self.horizon - step + run_steps} "
+                f"steps; a model trained for fewer than {FEW_STEPS} steps is barely trained. "
+                "Raise --budget-minutes, or pick a smaller --variant"
             )
 
-    try:
-        while step < total_steps:
-            epoch, first_batch = divmod(step, steps_per_epoch)
-            order = _epoch_indices(
-                config.seed, epoch, len(training), steps_per_epoch * config.batch_size
+    def log(self, epoch: int, loss: torch.Tensor, parts: dict[str, float]) -> None:
+        """Append the record of the step just taken to ``log.jsonl`` (every ``log_every``)."""
+        config, context = self.config, self.context
+        log_now = self.step % config.log_every == 0 or self.step == self.total_steps
+        if log_now and context.world > 1:  # log the loss of the whole batch
+            mean = loss.detach().clone()
+            distributed.all_reduce(mean)
+            self.last_loss = float(mean) / context.world
+        if not (context.writes and log_now):
+            return
+        now = time.monotonic()
+        record = {
+            "step": self.step,
+            "epoch": epoch,
+            "loss": self.last_loss,
+            **parts,
+            "lr": _learning_rate(config, self.step - 1, self.horizon),
+            "samples_per_s": self.window_samples / max(now - self.window_start, 1e-9),
+            "elapsed_s": now - self.started,
+        }
+        self.window_start, self.window_samples = now, 0
+        with open(self.log_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.on_log is not None:
+            self.on_log(record)
+
+    # -- saving and validating ------------------------------------------------------------------
+
+    def save(self, step_done: int) -> None:
+        """Write the checkpoint (rank 0; every rank's random states gathered) and the loss
+        curve."""
+        noise_states = [self.noise.get_state()]
+        torch_states = [torch.get_rng_state()]
+        world = self.context.world
+        if world > 1:
+            noise_states = [torch.empty_like(noise_states[0]) for _ in range(world)]
+            torch_states = [torch.empty_like(torch_states[0]) for _ in range(world)]
+            distributed.all_gather_object(noise_states, self.noise.get_state())
+            distributed.all_gather_object(torch_states, torch.get_rng_state())
+        if not self.context.writes:
+            return
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "model": self.restorer.state_dict(),
+                "ema": self.ema.state_dict(),
+                "optimiser": self.optimiser.state_dict(),
+                "step": step_done,
+                "rng": {"noise": noise_states, "torch": torch_states},
+                "train": asdict(self.config),
+                "restorer": self.restorer.config.to_dict(),
+                "data_fingerprint": self.dataset.fingerprint,
+            },
+        )
+        save_loss_curve(self.log_path, self.out / "loss.png")
+
+    def validate(self) -> None:
+        """Restore the validation patches with the EMA weights into ``val-STEP.png``."""
+        _validate(self.ema, self.grid, self.config, self.out / f"val-{self.step:07d}.png")
+
+    # -- training -------------------------------------------------------------------------------
+
+    def epoch_loader(self, epoch: int, first_batch: int) -> DataLoader:
+        """This rank's batches of ``epoch`` from batch ``first_batch`` on."""
+        config = self.config
+        order = _epoch_indices(
+            config.seed, epoch, len(self.training), self.steps_per_epoch * config.batch_size
+        )
+        mine = order.view(self.steps_per_epoch, self.context.world, self.per_rank)
+        mine = mine[first_batch:, self.context.rank]
+        self.training.set_epoch(epoch)
+        return DataLoader(
+            self.training,
+            batch_size=self.per_rank,
+            sampler=mine.flatten().tolist(),
+            num_workers=config.workers,
+            # A private generator: the loader's seed draw must not move the global generator,
+            # or dropout would depend on where a run was resumed.
+            generator=torch.Generator(),
+        )
+
+    def optimise(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """One optimiser step and EMA update on ``batch``; returns the loss and its parts.
+
+        Raises
+        ------
+        NonFiniteLoss
+            When the loss (on any rank) is not finite; nothing is updated then.
+        """
+        config, device = self.config, self.context.device
+        blurred = batch["blurred"].to(device)
+        sharp = batch["sharp"].to(device)
+        kernel = batch["kernel"].to(device) if "kernel" in batch else None
+        for group in self.optimiser.param_groups:
+            group["lr"] = _learning_rate(config, self.step, self.horizon)
+        with autocast(self.precision, device):
+            loss, parts = self.model(blurred, sharp, self.noise, config.loss, kernel)
+        finite = torch.isfinite(loss.detach()).float()
+        if self.context.world > 1:  # one rank's NaN must stop every rank, not hang them
+            distributed.all_reduce(finite, op=distributed.ReduceOp.MIN)
+        if not finite.item():
+            kept = (
+                f"the last checkpoint ({self.checkpoint_path}) is kept"
+                if self.checkpoint_path.exists()
+                else "no checkpoint had been written yet"
             )
-            mine = order.view(steps_per_epoch, context.world, per_rank)[first_batch:, context.rank]
-            training.set_epoch(epoch)
-            loader = DataLoader(
-                training,
-                batch_size=per_rank,
-                sampler=mine.flatten().tolist(),
-                num_workers=config.workers,
-                # A private generator: the loader's seed draw must not move the global generator,
-                # or dropout would depend on where a run was resumed.
-                generator=torch.Generator(),
+            raise NonFiniteLoss(
+                f"the loss is {float(loss.detach())} at step {self.step}; stopped, {kept}. "
+                "Check the data, lower --lr or enable --grad-clip"
             )
-            for batch in loader:
-                blurred = batch["blurred"].to(context.device)
-                sharp = batch["sharp"].to(context.device)
-                kernel = batch["kernel"].to(context.device) if "kernel" in batch else None
-                for group in optimiser.param_groups:
-                    group["lr"] = _learning_rate(config, step, horizon)
-                with autocast(precision, context.device):
-                    loss, parts = model(blurred, sharp, noise, config.loss, kernel)
-                finite = torch.isfinite(loss.detach()).float()
-                if context.world > 1:  # one rank's NaN must stop every rank, not hang them
-                    distributed.all_reduce(finite, op=distributed.ReduceOp.MIN)
-                if not finite.item():
-                    kept = (
-                        f"the last checkpoint ({checkpoint_path}) is kept"
-                        if checkpoint_path.exists()
-                        else "no checkpoint had been written yet"
-                    )
-                    raise NonFiniteLoss(
-                        f"the loss is {float(loss.detach())} at step {step}; stopped, {kept}. "
-                        "Check the data, lower --lr or enable --grad-clip"
-                    )
-                optimiser.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.grad_clip > 0:
-                    scaler.unscale_(optimiser)
-                    nn.utils.clip_grad_norm_(restorer.parameters(), config.grad_clip)
-                scaler.step(optimiser)
-                scaler.update()
-                _update_ema(ema, restorer, min(config.ema_decay, (1 + step) / (10 + step)))
-                step += 1
-                run_steps += 1
-                last_loss = float(loss.detach())
-                if run_steps == 1:  # the first step allocates; time the ones after it
-                    plan_started = time.monotonic()
-                elif run_steps == 1 + PLAN_STEPS:
-                    plan_from_rate()
-                window_samples += config.batch_size
-                log_now = step % config.log_every == 0 or step == total_steps
-                if log_now and context.world > 1:  # log the loss of the whole batch
-                    mean = loss.detach().clone()
-                    distributed.all_reduce(mean)
-                    last_loss = float(mean) / context.world
-                if context.writes and log_now:
-                    now = time.monotonic()
-                    record = {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": last_loss,
-                        **parts,
-                        "lr": _learning_rate(config, step - 1, horizon),
-                        "samples_per_s": window_samples / max(now - window_start, 1e-9),
-                        "elapsed_s": now - started,
-                    }
-                    window_start, window_samples = now, 0
-                    with open(log_path, "a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(record) + "\n")
-                    if on_log is not None:
-                        on_log(record)
-                if bar is not None:
-                    bar.update(config.batch_size)
-                    bar.set_postfix(step=step, loss=f"{last_loss:.4f}", refresh=False)
-                if step % config.checkpoint_every == 0:
-                    save(step)
-                if context.writes and step % config.validate_every == 0:
-                    _validate(ema, grid, config, out / f"val-{step:07d}.png")
-                if step >= total_steps:
-                    break
-                over_budget = (
-                    config.budget_minutes is not None
-                    and time.monotonic() - started > 60 * config.budget_minutes
-                )
-                if context.world > 1:  # every rank must stop at the same step
-                    flag = torch.tensor([float(over_budget)])
-                    distributed.all_reduce(flag, op=distributed.ReduceOp.MAX)
-                    over_budget = bool(flag.item())
-                if over_budget:
-                    stopped_by = "budget"
-                    break
-                if config.max_steps is not None and run_steps >= config.max_steps:
-                    stopped_by = "max_steps"
-                    break
-            if stopped_by != "finished":
-                break
-        save(step)
-        if context.writes:
-            _validate(ema, grid, config, out / f"val-{step:07d}.png")
-    finally:
-        if bar is not None:
-            bar.close()
-    return TrainResult(step, total_steps, stopped_by, checkpoint_path, last_loss)
+        self.optimiser.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if config.grad_clip > 0:
+            self.scaler.unscale_(self.optimiser)
+            nn.utils.clip_grad_norm_(self.restorer.parameters(), config.grad_clip)
+        self.scaler.step(self.optimiser)
+        self.scaler.update()
+        decay = min(config.ema_decay, (1 + self.step) / (10 + self.step))
+        _update_ema(self.ema, self.restorer, decay)
+        return loss, parts
+
+    def after_step(self, epoch: int, loss: torch.Tensor, parts: dict[str, float]) -> None:
+        """Count the step, time it, log it, and checkpoint or validate when they are due."""
+        config = self.config
+        self.step += 1
+        self.run_steps += 1
+        self.last_loss = float(loss.detach())
+        if self.run_steps == 1:  # the first step allocates; time the ones after it
+            self.plan_started = time.monotonic()
+        elif self.run_steps == 1 + PLAN_STEPS:
+            self.plan_from_rate()
+        self.window_samples += config.batch_size
+        self.log(epoch, loss, parts)
+        if self.bar is not None:
+            self.bar.update(config.batch_size)
+            self.bar.set_postfix(step=self.step, loss=f"{self.last_loss:.4f}", refresh=False)
+        if self.step % config.checkpoint_every == 0:
+            self.save(self.step)
+        if self.context.writes and self.step % config.validate_every == 0:
+            self.validate()
+
+    def stop_reason(self) -> str | None:
+        """``"budget"`` or ``"max_steps"`` when this run must stop now (every rank alike)."""
+        config = self.config
+        over_budget = (
+            config.budget_minutes is not None
+            and time.monotonic() - self.started > 60 * config.budget_minutes
+        )
+        if self.context.world > 1:  # every rank must stop at the same step
+            flag = torch.tensor([float(over_budget)])
+            distributed.all_reduce(flag, op=distributed.ReduceOp.MAX)
+            over_budget = bool(flag.item())
+        if over_budget:
+            return "budget"
+        if config.max_steps is not None and self.run_steps >= config.max_steps:
+            return "max_steps"
+        return None
+
+    def run(self) -> TrainResult:
+        """Train to the end of the epochs, the budget or ``max_steps``; save and validate."""
+        stopped_by = None
+        try:
+            while self.step < self.total_steps and stopped_by is None:
+                epoch, first_batch = divmod(self.step, self.steps_per_epoch)
+                for batch in self.epoch_loader(epoch, first_batch):
+                    loss, parts = self.optimise(batch)
+                    self.after_step(epoch, loss, parts)
+                    if self.step >= self.total_steps:
+                        break
+                    stopped_by = self.stop_reason()
+                    if stopped_by is not None:
+                        break
+            self.save(self.step)
+            if self.context.writes:
+                self.validate()
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        return TrainResult(
+            self.step, self.total_steps, stopped_by or "finished", self.checkpoint_path,
+            self.last_loss,
+        )  # fmt: skip
 
 
 @torch.no_grad()

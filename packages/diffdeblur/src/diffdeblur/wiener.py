@@ -60,6 +60,9 @@ import scipy.fft
 from skimage.restoration import uft
 from skimage.restoration import wiener as _skimage_wiener
 
+from .metrics import psnr_from_mse
+from .pixels import unit_range
+
 __all__ = [
     "BORDER_MODES",
     "DEFAULT_BALANCES",
@@ -84,12 +87,12 @@ DEFAULT_BALANCES: tuple[float, ...] = tuple(float(b) for b in np.logspace(-6.0, 
 
 def _as_unit_float(image: Any, name: str) -> np.ndarray:
     """An image as float64 on [0, 1]: integers are divided by their dtype's maximum."""
-    image = np.asarray(image)
-    if np.issubdtype(image.dtype, np.integer):
-        return image.astype(np.float64) / np.iinfo(image.dtype).max
-    if np.issubdtype(image.dtype, np.floating):
-        return image.astype(np.float64)
-    raise ValueError(f"{name} must be a real-valued image, got dtype {image.dtype}")
+    try:
+        return unit_range(image, np.float64)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a real-valued image, got dtype {np.asarray(image).dtype}"
+        ) from None
 
 
 def _check_blurred(blurred: Any) -> np.ndarray:
@@ -317,9 +320,8 @@ def wiener_deconvolve(
 
 
 def _psnr(restored: np.ndarray, reference: np.ndarray) -> float:
-    """PSNR in dB with data range 1, over all pixels and channels (as ``diffdeblur.metrics``)."""
-    error = float(np.mean((restored - reference) ** 2))
-    return math.inf if error == 0 else 10.0 * math.log10(1.0 / error)
+    """PSNR in dB of one image pair, data range 1, in double precision (as ``metrics.psnr``)."""
+    return psnr_from_mse(float(np.mean((restored - reference) ** 2)))
 
 
 @dataclass(frozen=True)
