@@ -39,12 +39,14 @@ from pipeline import (
 )
 
 #: The bundled model's training options (experiments/pretrained.py), which a fine-tuning run
-#: must repeat to build the same network; the learning rate is lower, for fine-tuning.
+#: must repeat to build the same network; the learning rate is lower, for fine-tuning. With
+#: LPIPS weights the run also adds, as the bundled model's second part did, the LPIPS term.
 FINE_TUNE = [
     "--variant", "tiny", "--parametrisation", "bridge", "--loss", "charbonnier",
     "--batch-size", "8", "--lr", "2e-4", "--warmup-steps", "20", "--ema-decay", "0.99",
     "--epochs", "100000", "--samples-per-epoch", "1024", "--validate-every", "100000",
 ]  # fmt: skip
+LPIPS_LOSS_WEIGHT = "0.1"
 
 
 def main() -> None:
@@ -84,6 +86,7 @@ def main() -> None:
         logs / "generate-test.log",
     )  # fmt: skip
     lpips = ["--lpips-weights", args.lpips_weights] if args.lpips_weights else ["--no-lpips"]
+    perceptual = ["--lpips-loss-weight", LPIPS_LOSS_WEIGHT, *lpips] if args.lpips_weights else []
 
     def evaluate(model: str, report: Path, title: str, wiener: list[str]) -> float:
         return run_logged(
@@ -102,8 +105,8 @@ def main() -> None:
     balance = next(iter(tuning.values()))["balance"]
     seconds["fine-tune"] = run_logged(
         [DIFFDEBLUR, "train", "--data", str(train_data), "--out", str(run), "--init", args.model,
-         *FINE_TUNE, "--max-steps", str(steps), "--seed", str(args.seed), "--device", "cpu",
-         "--quiet"],
+         *FINE_TUNE, *perceptual, "--max-steps", str(steps), "--seed", str(args.seed),
+         "--device", "cpu", "--quiet"],
         logs / "train.log",
     )  # fmt: skip
     checkpoint = str(run / "checkpoint.pt")
@@ -162,7 +165,8 @@ def main() -> None:
         f"The bundled model `{args.model}` (docs/models.md) on {test_count} test crops of "
         f"photographs that no training set contains, PSF 32; then the same model fine-tuned "
         f"for {steps} optimiser steps ({steps * 8} samples seen) on {train_count} crops made "
-        f"here. Wiener is given each crop's true kernel. Wall time: "
+        f"here ({'Charbonnier and LPIPS' if perceptual else 'Charbonnier'} loss). Wiener is "
+        "given each crop's true kernel. Wall time: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
         + ".",
         "",

@@ -9,21 +9,28 @@ interruption):
    ones, with the same commands and seeds as ``thesis.py``; and the matching held-out test sets.
    The training sets lie side by side in ``<work>/train``, which ``diffdeblur train`` reads as
    one mixture.
-2. ``train``: one ``tiny`` network on the whole mixture, with the configuration the comparison
-   of ``parametrisations.py`` found best (the bridge, Charbonnier loss, lr 1e-3, batch 8, bf16
-   where the CPU has it), for ``--budget-minutes``. ``--more-minutes M`` resumes the run for M
-   more minutes: the budget may be spent in parts.
-3. ``export``: the EMA weights in float16 with the model card's facts (command, data recipe,
-   steps, samples seen, wall time) to ``--model-file`` (by default the package's bundled file).
-4. ``score``: ``diffdeblur evaluate`` of the exported file on every test set, against the blurred
+2. ``train`` (part 1): one ``tiny`` network on the whole mixture, with the configuration the
+   comparison of ``parametrisations.py`` found best (the bridge, Charbonnier loss, lr 1e-3,
+   batch 8, bf16 where the CPU has it), for ``--budget-minutes``. ``--more-minutes M`` resumes
+   the run for M more minutes: the budget may be spent in parts.
+3. ``finetune`` (part 2): part 1's EMA weights, exported in float16 to ``<work>/part1.pt`` with
+   their facts, trained on for ``--finetune-minutes`` with an LPIPS term of weight
+   ``--lpips-loss-weight`` added to the Charbonnier loss, the learning rate warmed up to
+   ``--finetune-lr`` and decayed to 0 (cosine). Part 1 alone smooths away the texture under
+   mild noise (docs/models.md).
+4. ``export``: the EMA weights of the last part in float16 with the model card's facts
+   (commands, data recipe, steps, samples seen, wall time of each part) to ``--model-file`` (by
+   default the package's bundled file).
+5. ``score``: ``diffdeblur evaluate`` of the exported file on every test set, against the blurred
    input and Wiener given the true kernel (tuned on the setting's training crops), under the
    ``central`` and ``context`` protocols; the tables go to ``<out>/results.md`` and
    ``results.json``; and restorations of the held-out photograph ``chelsea`` (blurred here at
    PSF 32) and of the real motion-blurred ``clock_motion`` as pictures.
 
     python experiments/pretrained.py --work /tmp/pretrained --out experiments/results/pretrained \\
-        --budget-minutes 60 --lpips-weights lpips-alex-v0.1.pt
-    python experiments/pretrained.py --work /tmp/p --out /tmp/p/out --tiny --no-lpips  # CI size
+        --budget-minutes 60 --finetune-minutes 30 --spin --lpips-weights lpips-alex-v0.1.pt
+    python experiments/pretrained.py --work /tmp/p --out /tmp/p/out --tiny \\
+        --lpips-weights lpips-alex-v0.1.pt  # CI size
 """
 
 from __future__ import annotations
@@ -73,6 +80,7 @@ TRAIN_OPTIONS = [
 ]  # fmt: skip
 
 PROTOCOLS = ("central", "context")
+STAGES = ("data", "train", "finetune", "export", "score")
 
 
 def settings() -> list[Setting]:
@@ -89,40 +97,66 @@ def make_data(args: argparse.Namespace, run) -> None:
         )
 
 
-def train(args: argparse.Namespace, run) -> None:
-    """Train on the mixture for the budget, or resume it for ``--more-minutes`` (stage 2)."""
-    folder = args.work / "run"
+def _train_part(
+    args: argparse.Namespace,
+    run,
+    folder: Path,
+    options: list[str],
+    minutes: float,
+    more: float | None,
+) -> None:
+    """One training run in ``folder``: started for ``minutes``, or, when its checkpoint exists,
+    resumed for ``more`` minutes (when given) or left as it is. Each finished invocation is
+    recorded, with its wall time, in ``<folder>/parts.json``; a run interrupted before its
+    first one finished has no record, and is refused rather than counted without its time."""
     checkpoint = folder / "checkpoint.pt"
     command = [DIFFDEBLUR, "train", "--data", str(args.work / "train"), "--out", str(folder),
-               *TRAIN_OPTIONS, "--patch-size", str(args.patch_size), "--quiet"]  # fmt: skip
+               *options, "--patch-size", str(args.patch_size), "--quiet"]  # fmt: skip
     if args.max_steps:
         command += ["--max-steps", str(args.max_steps)]
-    parts = args.work / "parts.json"
-    done = json.loads(parts.read_text()) if parts.exists() else []
+    record = folder / "parts.json"
+    done = json.loads(record.read_text()) if record.exists() else []
     if not checkpoint.exists():
         done = []
-        minutes = args.budget_minutes
-    elif args.more_minutes:
+    elif not done:
+        raise SystemExit(
+            f"{folder} holds a training run that was interrupted before it finished (no "
+            f"{record.name}); remove that folder to start it again"
+        )
+    elif more:
         command.append("--resume")
-        minutes = args.more_minutes
+        minutes = more
     else:
         return
-    seconds = run([*command, "--budget-minutes", str(minutes)], f"train-{len(done) + 1}.log")
-    done.append({"command": shlex.join([*command, "--budget-minutes", str(minutes)]),
-                 "wall_s": round(seconds, 1),
-                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})  # fmt: skip
-    parts.write_text(json.dumps(done, indent=2) + "\n")
+    command += ["--budget-minutes", str(minutes)]
+    # Spinning changes how much a budget trains; scoring is not timed, so it never spins.
+    env = {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"} if args.spin else dict(os.environ)
+    seconds = run(command, f"{folder.name}-{len(done) + 1}.log", env)
+    done.append({"command": shlex.join(command), "wall_s": round(seconds, 1),
+                 "omp_wait_policy": env.get("OMP_WAIT_POLICY", "PASSIVE"),
+                 "finished_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+                 "machine": cpu_model()})  # fmt: skip
+    record.write_text(json.dumps(done, indent=2) + "\n")
 
 
-def training_facts(args: argparse.Namespace) -> dict:
-    """Steps, samples seen, wall time and rate of the run, from its checkpoint, log and parts."""
-    folder = args.work / "run"
+def train(args: argparse.Namespace, run) -> None:
+    """Part 1: train on the mixture for the budget, or resume it for ``--more-minutes``."""
+    if args.more_minutes and (args.work / "part1.pt").exists():
+        raise SystemExit(
+            f"--more-minutes: part 2 already started from part 1 ({args.work / 'part1.pt'}); "
+            f"remove that file and {args.work / 'finetune'} to continue part 1"
+        )
+    _train_part(args, run, args.work / "run", TRAIN_OPTIONS, args.budget_minutes, args.more_minutes)
+
+
+def part_facts(folder: Path) -> dict:
+    """Steps, samples seen, wall time, rate and commands of the training run in ``folder``."""
     step = int(load_checkpoint(folder / "checkpoint.pt")["step"])
     log_file = folder / "log.jsonl"  # written every 10 steps: absent after fewer
     lines = log_file.read_text().splitlines() if log_file.exists() else []
     log = [json.loads(line) for line in lines if line]
     rates = [entry["samples_per_s"] for entry in log if "samples_per_s" in entry]
-    parts = json.loads((args.work / "parts.json").read_text())
+    parts = json.loads((folder / "parts.json").read_text())
     batch = int(TRAIN_OPTIONS[TRAIN_OPTIONS.index("--batch-size") + 1])
     return {
         "steps": step,
@@ -130,20 +164,56 @@ def training_facts(args: argparse.Namespace) -> dict:
         "wall_minutes": round(sum(p["wall_s"] for p in parts) / 60, 1),
         "median_samples_per_s": round(float(np.median(rates)), 1) if rates else None,
         "omp_wait_policy": parts[-1]["omp_wait_policy"],
+        "finished_utc": parts[-1]["finished_utc"],
+        "machine": parts[-1]["machine"],
         "commands": [p["command"] for p in parts],
     }
 
 
-def export(args: argparse.Namespace, facts: dict) -> None:
-    """The EMA weights in float16 with the model card's facts (stage 3)."""
-    lines = (args.work / "logs" / "train-1.log").read_text().splitlines()
-    plan = next((line for line in lines if line.startswith("plan:")), "")
+#: The facts of a part that its exported card keeps (the rest describe the data).
+PART_FACTS = ("steps", "samples_seen", "wall_minutes", "median_samples_per_s",
+              "omp_wait_policy", "finished_utc", "machine", "commands")  # fmt: skip
+
+
+def finetune(args: argparse.Namespace, run) -> None:
+    """Part 2: part 1's weights trained on with the LPIPS term, the learning rate decayed."""
+    part1 = args.work / "part1.pt"
+    if not part1.exists():
+        export_part(args, args.work / "run", part1, [part_facts(args.work / "run")])
+    lpips = ["--lpips-weights", args.lpips_weights] if args.lpips_weights else []
+    options = list(TRAIN_OPTIONS)
+    options[options.index("--lr") + 1] = str(args.finetune_lr)
+    options += ["--init", str(part1), "--lr-schedule", "cosine",
+                "--lpips-loss-weight", str(args.lpips_loss_weight), *lpips]  # fmt: skip
+    _train_part(args, run, args.work / "finetune", options, args.finetune_minutes, None)
+
+
+def training_parts(args: argparse.Namespace) -> tuple[Path, list[dict]]:
+    """The run the model comes from, and the facts of every part that made it."""
+    finetuned = args.work / "finetune"
+    if (finetuned / "checkpoint.pt").exists():
+        before = load_checkpoint(args.work / "part1.pt")["card"]["parts"]
+        return finetuned, [*before, part_facts(finetuned)]
+    return args.work / "run", [part_facts(args.work / "run")]
+
+
+def totals(parts: list[dict]) -> dict:
+    """Steps, samples seen, wall time and commands of all parts together."""
+    return {
+        "steps": sum(p["steps"] for p in parts),
+        "samples_seen": sum(p["samples_seen"] for p in parts),
+        "wall_minutes": round(sum(p["wall_minutes"] for p in parts), 1),
+        "commands": [command for p in parts for command in p["commands"]],
+    }
+
+
+def export_part(args: argparse.Namespace, folder: Path, out: Path, parts: list[dict]) -> None:
+    """The EMA weights of the run in ``folder`` in float16, with the card's facts, to ``out``."""
     card = {
         "name": "csb-universal",
         "exported_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        **facts,
-        "plan": plan,
-        "machine": cpu_model(),
+        **totals(parts),
+        "parts": [{key: part[key] for key in PART_FACTS} for part in parts],
         "data": [
             {"name": f"{s.experiment}-{s.name}", "label": s.label, "csb_generate": s.generate}
             for s in settings()
@@ -153,9 +223,9 @@ def export(args: argparse.Namespace, facts: dict) -> None:
         "photographs": training_photographs(args),
         "held_out_photographs": list(TEST_PHOTOGRAPHS),
     }
-    args.model_file.parent.mkdir(parents=True, exist_ok=True)
-    export_model(args.work / "run" / "checkpoint.pt", args.model_file, card)
-    print(f"wrote {args.model_file} ({args.model_file.stat().st_size / 2**20:.2f} MiB)", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export_model(folder / "checkpoint.pt", out, card)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB)", flush=True)
 
 
 def cpu_model() -> str:
@@ -277,16 +347,24 @@ def pictures(args: argparse.Namespace, run) -> None:
     )  # fmt: skip
 
 
-def write_results(args: argparse.Namespace, facts: dict, results: dict) -> None:
+def write_results(args: argparse.Namespace, parts: list[dict], results: dict) -> None:
     """``<out>/results.md`` and ``results.json``."""
     size = args.model_file.stat().st_size / 2**20
+    total = totals(parts)
     lines = [
         "# csb-universal on held-out photographs",
         "",
         f"Model file: {args.model_file.name}, {size:.2f} MiB (float16). Trained "
-        f"{facts['wall_minutes']} min, {facts['steps']:,} steps, {facts['samples_seen']:,} "
-        f"samples seen (median {facts['median_samples_per_s']} samples/s, "
-        f"OMP_WAIT_POLICY={facts['omp_wait_policy']}).",
+        f"{total['wall_minutes']} min, {total['steps']:,} steps, {total['samples_seen']:,} "
+        f"samples seen, in {len(parts)} part(s):",
+        "",
+        *(
+            f"{number}. {part['wall_minutes']} min, {part['steps']:,} steps (median "
+            f"{part['median_samples_per_s']} samples/s, OMP_WAIT_POLICY="
+            f"{part['omp_wait_policy']}, finished {part['finished_utc']} UTC): "
+            f"`{part['commands'][-1]}`"
+            for number, part in enumerate(parts, 1)
+        ),
         "",
         "Cells are PSNR (dB) / SSIM / LPIPS over the 48 test crops (per T for the T-sweeps) of "
         "`chelsea` and `coffee`, scored on their central 64 px. Wiener is given each crop's "
@@ -306,7 +384,7 @@ def write_results(args: argparse.Namespace, facts: dict, results: dict) -> None:
     ]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     (args.out / "results.json").write_text(
-        json.dumps({"training": facts, "results": results}, indent=2) + "\n"
+        json.dumps({"training": {**total, "parts": parts}, "results": results}, indent=2) + "\n"
     )
     print(f"wrote {args.out / 'results.md'}", flush=True)
 
@@ -316,7 +394,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="datasets and the run (large)")
     parser.add_argument("--out", type=Path, required=True, help="results: tables and pictures")
     parser.add_argument("--budget-minutes", type=float, default=60.0, help="first training part")
-    parser.add_argument("--more-minutes", type=float, default=None, help="resume for this long")
+    parser.add_argument("--more-minutes", type=float, default=None, help="resume part 1")
+    parser.add_argument("--finetune-minutes", type=float, default=30.0, help="part 2's budget")
+    parser.add_argument(
+        "--lpips-loss-weight", type=float, default=0.1, help="part 2's LPIPS term (train's option)"
+    )
+    parser.add_argument("--finetune-lr", type=float, default=5e-5, help="part 2's peak rate")
     parser.add_argument("--max-steps", type=int, default=None, help="cap per training part")
     parser.add_argument("--model-file", type=Path, default=BUNDLED, help="where export writes")
     parser.add_argument("--train-count", type=int, default=4000, help="per setting (per sweep)")
@@ -324,7 +407,7 @@ def main() -> None:
     parser.add_argument("--patch-size", type=int, default=64, help="training crops and patches")
     parser.add_argument("--test-size", type=int, default=96, help="side of the test crops, px")
     parser.add_argument("--tune-count", type=int, default=64, help="Wiener tuning crops")
-    parser.add_argument("--lpips-weights", default=None, help="LPIPS weights file")
+    parser.add_argument("--lpips-weights", default=None, help="LPIPS weights (part 2, scores)")
     parser.add_argument("--no-lpips", action="store_true", help="score PSNR and SSIM only")
     parser.add_argument(
         "--extra-photographs",
@@ -332,7 +415,12 @@ def main() -> None:
         choices=["pypi", "debian"],
         help="training photographs besides the built-in ones (photographs.py)",
     )
-    parser.add_argument("--stages", nargs="+", default=["data", "train", "export", "score"])
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="training processes spin-wait (OMP_WAIT_POLICY=ACTIVE): faster on an idle machine",
+    )
     parser.add_argument("--tiny", action="store_true", help="CI size: a few samples and steps")
     args = parser.parse_args()
     if args.tiny:
@@ -348,21 +436,23 @@ def main() -> None:
     logs = args.work / "logs"
     logs.mkdir(exist_ok=True)
 
-    def run(command: list[str], log_name: str) -> float:
-        return run_logged(command, logs / log_name, record=args.out / "commands.txt")
+    def run(command: list[str], log_name: str, env: dict[str, str] | None = None) -> float:
+        return run_logged(command, logs / log_name, record=args.out / "commands.txt", env=env)
 
     if "data" in args.stages:
         make_data(args, run)
     if "train" in args.stages:
         train(args, run)
-    facts = training_facts(args)
-    print(json.dumps(facts, indent=2), file=sys.stderr)
+    if "finetune" in args.stages and args.finetune_minutes > 0:
+        finetune(args, run)
+    folder, parts = training_parts(args)
+    print(json.dumps(totals(parts), indent=2), file=sys.stderr)
     if "export" in args.stages:
-        export(args, facts)
+        export_part(args, folder, args.model_file, parts)
     if "score" in args.stages:
         results = score(args, run)
         pictures(args, run)
-        write_results(args, facts, results)
+        write_results(args, parts, results)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,13 @@ def test_every_bundled_model_ships_with_the_package():
         assert card["name"] == name
         assert card["steps"] > 0 and card["samples_seen"] == 8 * card["steps"]
         assert card["commands"] and all("diffdeblur train" in c for c in card["commands"])
+        # The totals are the sums over the parts it was trained in.
+        parts = card["parts"]
+        assert sum(part["steps"] for part in parts) == card["steps"]
+        assert [c for part in parts for c in part["commands"]] == card["commands"]
+        assert sum(part["wall_minutes"] for part in parts) == pytest.approx(
+            card["wall_minutes"], abs=0.051
+        )
         held_out = set(card["held_out_photographs"])
         assert held_out and not held_out & {p["name"] for p in card["photographs"]}
         # Options added since it was saved load at their defaults.

@@ -199,6 +199,11 @@ BAD_IN_PROCESS = {
     "samples-below-batch": (["--samples-per-epoch", "2"], "--samples-per-epoch"),
     "negative-workers": (["--workers", "-1"], "--workers"),
     "ema-decay-one": (["--ema-decay", "1"], "--ema-decay"),
+    "negative-lpips-loss-weight": (["--lpips-loss-weight", "-1"], "--lpips-loss-weight must be"),
+    "lpips-loss-on-noise-prediction": (
+        ["--lpips-loss-weight", "0.1"],
+        "--lpips-loss-weight applies to --parametrisation bridge or regression",
+    ),
 }
 
 

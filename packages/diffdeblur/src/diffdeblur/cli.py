@@ -94,6 +94,21 @@ def main() -> None:
     help="Pixel loss on the network's target.",
 )
 @click.option(
+    "--lpips-loss-weight",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Add this times the LPIPS distance to the pixel loss (bridge and regression): "
+    "restorations keep more texture. 0: no LPIPS term.",
+)
+@click.option(
+    "--lpips-weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="LPIPS weights file for --lpips-loss-weight [default: $DIFFDEBLUR_LPIPS_WEIGHTS, "
+    "else the cache that `diffdeblur lpips-weights` writes].",
+)
+@click.option(
     "--deconvolve",
     type=click.Choice(["none", *KERNEL_SOURCES]),
     default="none",

@@ -36,7 +36,7 @@ from collections.abc import Callable
 import torch
 
 from .config import PREDICTIONS, DiffusionConfig
-from .losses import Loss, pixel_loss
+from .losses import TrainingLoss, compare
 
 __all__ = ["Denoiser", "GaussianDiffusion", "cosine_betas", "linear_betas"]
 
@@ -404,7 +404,7 @@ class GaussianDiffusion:
         denoiser: Denoiser,
         x0: torch.Tensor,
         generator: torch.Generator,
-        loss: Loss = "mse",
+        loss: TrainingLoss = "mse",
     ) -> torch.Tensor:
         """The simple DDPM loss (Ho et al., eq. 14), on the target of ``self.prediction``.
 
@@ -421,8 +421,9 @@ class GaussianDiffusion:
             (B, ...) clean targets, nominally in [-1, 1].
         generator : torch.Generator
             The only source of randomness.
-        loss : {"mse", "l1", "charbonnier"}
-            The pixel loss (:func:`diffdeblur.losses.pixel_loss`); ``mse`` is the thesis's.
+        loss : {"mse", "l1", "charbonnier"} or PerceptualLoss
+            The loss (:func:`diffdeblur.losses.compare`); ``mse`` is the thesis's. A
+            perceptual term is meaningful only where the target is an image (x0 prediction).
 
         Returns
         -------
@@ -436,7 +437,7 @@ class GaussianDiffusion:
         x_t = self.q_sample(x0, t, noise)
         predicted = denoiser(x_t, t)
         _check_same_shape(predicted, noise, "denoiser output", "x_t")
-        return pixel_loss(predicted, self.target(x0, noise, t), loss)
+        return compare(predicted, self.target(x0, noise, t), loss)
 
 
 def _check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:

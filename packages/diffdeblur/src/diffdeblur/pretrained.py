@@ -52,7 +52,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             "csb-universal.pt",
             "blind; tiny U-Net, bridge from the blurred image, one network pass; trained on "
             "every csb-generate degradation of the thesis's experiments (PSF 16-64 px, Table 4's "
-            "noise, T-sweeps)",
+            "noise, T-sweeps), with Charbonnier loss, then with an LPIPS term added",
         ),
     )
 }

@@ -59,7 +59,7 @@ from .config import (
 from .deconvolution import WienerDeconvolution
 from .diffusion import Denoiser, GaussianDiffusion
 from .kernel_estimation import KernelEstimator, kernel_loss, reblur_loss
-from .losses import Loss, pixel_loss
+from .losses import TrainingLoss, compare
 from .nafnet import NAFNet
 from .pixels import to_signed, to_unit
 from .samplers import SamplerSpec
@@ -342,7 +342,7 @@ class Restorer(nn.Module):
         blurred: Tensor,
         sharp: Tensor,
         generator: torch.Generator,
-        loss: Loss = "mse",
+        loss: TrainingLoss = "mse",
         kernel: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """Loss of one batch of pairs in [-1, 1], shape (B, C, H, W).
@@ -360,8 +360,8 @@ class Restorer(nn.Module):
         blurred, sharp : Tensor
         generator : torch.Generator
             Source of the timesteps and noise.
-        loss : {"mse", "l1", "charbonnier"}
-            The pixel loss (:func:`diffdeblur.losses.pixel_loss`).
+        loss : {"mse", "l1", "charbonnier"} or PerceptualLoss
+            The loss of the network's target (:func:`diffdeblur.losses.compare`).
         kernel : Tensor, shape (B, K', K'), optional
             The stored kernels of the pairs (the ``"kernel"`` of :mod:`diffdeblur.data`), which
             a deconvolution front end needs: the estimator's target, or the kernel itself.
@@ -394,7 +394,7 @@ class Restorer(nn.Module):
             observed = self.observe(blurred, used)
         estimate = self.estimate(observed)
         if estimate is not None:
-            regression = pixel_loss(estimate, sharp, loss)
+            regression = compare(estimate, sharp, loss)
             parts["regression"] = float(regression.detach())
             total = total + regression
             estimate = estimate.detach()
@@ -414,7 +414,7 @@ class Restorer(nn.Module):
         blurred: Tensor,
         sharp: Tensor,
         generator: torch.Generator,
-        loss: Loss = "mse",
+        loss: TrainingLoss = "mse",
         kernel: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """The training loss (see :meth:`training_loss`); a forward pass so that

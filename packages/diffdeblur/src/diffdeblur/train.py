@@ -44,7 +44,8 @@ from .config import (
     DiffusionConfig,
 )
 from .data import open_training_data, split_indices
-from .losses import LOSSES
+from .losses import LOSSES, PerceptualLoss, TrainingLoss
+from .lpips_weights import load_lpips
 from .plots import save_loss_curve, save_restoration_grid
 from .pretrained import locate_model
 from .restorer import Restorer, restorer_config
@@ -70,6 +71,7 @@ RESUMABLE_CHANGES = frozenset(
         "log_every",
         "precision",
         "threads",
+        "lpips_weights",
     }
 )
 #: Steps timed before the plan states the measured rate (after one step of warm-up).
@@ -114,6 +116,13 @@ class TrainConfig:
         Noise scale of the bridge (``bridge`` only), >= 0.
     loss : {"mse", "l1", "charbonnier"}
         Pixel loss on the network's target.
+    lpips_loss_weight : float
+        Weight of an LPIPS term added to the pixel loss (:class:`diffdeblur.losses.PerceptualLoss`),
+        >= 0; 0 (the default) adds none. Only for ``bridge`` and ``regression``, whose network
+        outputs an image. Restorations then keep more texture, at some cost in PSNR.
+    lpips_weights : str or None
+        The LPIPS weights file for that term (:func:`diffdeblur.lpips_weights.load_lpips`);
+        None: ``DIFFDEBLUR_LPIPS_WEIGHTS`` or the per-user cache. Training never downloads.
     blurred_skip : bool
         ``sharp`` with x0 or v prediction: the network learns a correction of the blurred image
         (:attr:`diffdeblur.config.RestorerConfig.blurred_skip`).
@@ -186,6 +195,8 @@ class TrainConfig:
     prediction: str = "v"
     bridge_noise: float = 0.1
     loss: str = "mse"
+    lpips_loss_weight: float = 0.0
+    lpips_weights: str | None = None
     blurred_skip: bool = False
     deconvolve: str = "none"
     residual_scale: float = 5.0
@@ -263,6 +274,13 @@ class TrainConfig:
             )
         if self.bridge_noise < 0:
             raise ValueError("--bridge-noise must be >= 0")
+        if not self.lpips_loss_weight >= 0:
+            raise ValueError("--lpips-loss-weight must be >= 0")
+        if self.lpips_loss_weight > 0 and self.parametrisation not in ("bridge", "regression"):
+            raise ValueError(
+                "--lpips-loss-weight applies to --parametrisation bridge or regression, whose "
+                f"network outputs the sharp image, not to {self.parametrisation}"
+            )
         if self.threads is not None and self.threads < 1:
             raise ValueError("--threads must be >= 1")
 
@@ -346,6 +364,8 @@ _OPTIONS_BEFORE_THEY_EXISTED = {
     "compile": False,
     "init": None,
     "blurred_skip": False,
+    "lpips_loss_weight": 0.0,
+    "lpips_weights": None,
 }
 
 
@@ -590,6 +610,10 @@ class Trainer:
         # resumable.
         torch.manual_seed(config.seed * 1009 + 1 + self.context.rank)
         self.noise = torch.Generator(device).manual_seed(config.seed * 1013 + self.context.rank)
+        self.loss: TrainingLoss = config.loss  # type: ignore[assignment]
+        if config.lpips_loss_weight > 0:
+            lpips = load_lpips(config.lpips_weights, device)
+            self.loss = PerceptualLoss(config.loss, lpips, config.lpips_loss_weight)
 
     def _resume(self) -> None:
         config, context, path = self.config, self.context, self.checkpoint_path
@@ -788,7 +812,7 @@ class Trainer:
         for group in self.optimiser.param_groups:
             group["lr"] = _learning_rate(config, self.step, self.horizon)
         with autocast(self.precision, device):
-            loss, parts = self.model(blurred, sharp, self.noise, config.loss, kernel)
+            loss, parts = self.model(blurred, sharp, self.noise, self.loss, kernel)
         finite = torch.isfinite(loss.detach()).float()
         if self.context.world > 1:  # one rank's NaN must stop every rank, not hang them
             distributed.all_reduce(finite, op=distributed.ReduceOp.MIN)
@@ -811,6 +835,8 @@ class Trainer:
         self.scaler.update()
         decay = min(config.ema_decay, (1 + self.step) / (10 + self.step))
         _update_ema(self.ema, self.restorer, decay)
+        if isinstance(self.loss, PerceptualLoss):
+            parts |= self.loss.terms
         return loss, parts
 
     def after_step(self, epoch: int, loss: torch.Tensor, parts: dict[str, float]) -> None:
