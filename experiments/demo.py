@@ -37,6 +37,7 @@ from pipeline import (
     picture,
     run_logged,
 )
+from pretrained import LPIPS_LOSS_WEIGHT
 
 #: The bundled model's training options (experiments/pretrained.py), which a fine-tuning run
 #: must repeat to build the same network; the learning rate is lower, for fine-tuning. With
@@ -46,7 +47,6 @@ FINE_TUNE = [
     "--batch-size", "8", "--lr", "2e-4", "--warmup-steps", "20", "--ema-decay", "0.99",
     "--epochs", "100000", "--samples-per-epoch", "1024", "--validate-every", "100000",
 ]  # fmt: skip
-LPIPS_LOSS_WEIGHT = "0.1"
 
 
 def main() -> None:
@@ -86,7 +86,9 @@ def main() -> None:
         logs / "generate-test.log",
     )  # fmt: skip
     lpips = ["--lpips-weights", args.lpips_weights] if args.lpips_weights else ["--no-lpips"]
-    perceptual = ["--lpips-loss-weight", LPIPS_LOSS_WEIGHT, *lpips] if args.lpips_weights else []
+    perceptual = []
+    if args.lpips_weights:
+        perceptual = ["--lpips-loss-weight", str(LPIPS_LOSS_WEIGHT), *lpips]
 
     def evaluate(model: str, report: Path, title: str, wiener: list[str]) -> float:
         return run_logged(

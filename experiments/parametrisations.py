@@ -59,7 +59,14 @@ from diffdeblur.metrics import lpips_distance
 from diffdeblur.plots import save_restoration_grid
 from diffdeblur.samplers import SamplerSpec
 from diffdeblur.wiener import tune_wiener_balance
-from pipeline import CSB_GENERATE, DIFFDEBLUR, photo_folders, run_logged
+from pipeline import (
+    CSB_GENERATE,
+    DIFFDEBLUR,
+    add_spin_option,
+    photo_folders,
+    run_logged,
+    training_environment,
+)
 from torch import nn
 
 #: The rows: name -> the ``diffdeblur train`` options that make it.
@@ -137,9 +144,7 @@ def _train(args: argparse.Namespace, name: str, data: Path, run: Path, score) ->
         "--precision", args.precision, "--device", "cpu",
         "--quiet", *(["--threads", str(args.threads)] if args.threads else []),
     ]  # fmt: skip
-    # Only the training processes spin: this one scores between the parts, and threads of its
-    # own left spinning would take a core from every part after the first.
-    environment = {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"} if args.spin else None
+    environment = training_environment(args.spin)
     seconds, curve = 0.0, []
     for segment in range(args.segments):
         resume = ["--resume"] if segment else []
@@ -263,11 +268,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="default: all available")
-    parser.add_argument(
-        "--spin",
-        action="store_true",
-        help="training processes spin-wait (OMP_WAIT_POLICY=ACTIVE): faster on an idle machine",
-    )
+    add_spin_option(parser)
     parser.add_argument("--train-count", type=int, default=4000)
     parser.add_argument("--test-count", type=int, default=48)
     parser.add_argument(

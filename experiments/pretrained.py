@@ -8,7 +8,9 @@ interruption):
    linear and a shaky trajectory), cut from every training photograph and none of the held-out
    ones, with the same commands and seeds as ``thesis.py``; and the matching held-out test sets.
    The training sets lie side by side in ``<work>/train``, which ``diffdeblur train`` reads as
-   one mixture.
+   one mixture. Part 2's mixture, ``<work>/train-part2``, holds the same sets (hard links) and
+   more PSF 16 crops of the same photographs, so that PSF 16 has ``--psf16-share`` times the
+   crops of every other setting.
 2. ``train`` (part 1): one ``tiny`` network on the whole mixture, with the configuration the
    comparison of ``parametrisations.py`` found best (the bridge, Charbonnier loss, lr 1e-3,
    batch 8, bf16 where the CPU has it), for ``--budget-minutes``. ``--more-minutes M`` resumes
@@ -16,8 +18,10 @@ interruption):
 3. ``finetune`` (part 2): part 1's EMA weights, exported in float16 to ``<work>/part1.pt`` with
    their facts, trained on for ``--finetune-minutes`` with an LPIPS term of weight
    ``--lpips-loss-weight`` added to the Charbonnier loss, the learning rate warmed up to
-   ``--finetune-lr`` and decayed to 0 (cosine). Part 1 alone smooths away the texture under
-   mild noise (docs/models.md).
+   ``--finetune-lr`` and decayed to 0 (cosine), on part 2's mixture. Part 1 alone smooths away
+   the texture under mild noise (docs/models.md); on the uniform mixture the LPIPS term cost
+   PSNR at PSF 16, the mildest blur, where the blurred input leaves the least margin
+   (``experiments/results/pretrained/part2-pilots.md``).
 4. ``export``: the EMA weights of the last part in float16 with the model card's facts
    (commands, data recipe, steps, samples seen, wall time of each part) to ``--model-file`` (by
    default the package's bundled file).
@@ -51,11 +55,15 @@ from csb_generator import builtin_folder, read_image
 from diffdeblur.checkpoint import export_model, load_checkpoint
 from photographs import extra_photographs
 from pipeline import (
+    CSB_GENERATE,
     DIFFDEBLUR,
     TEST_PHOTOGRAPHS,
+    add_spin_option,
     blurred_photograph,
+    photo_folders,
     picture,
     run_logged,
+    training_environment,
 )
 from thesis import (
     EXPERIMENTS,
@@ -79,6 +87,16 @@ TRAIN_OPTIONS = [
     "--checkpoint-every", "200", "--validate-every", "100000", "--seed", "0",
 ]  # fmt: skip
 
+#: Part 2's weight of the LPIPS term in the loss (``diffdeblur train --lpips-loss-weight``).
+LPIPS_LOSS_WEIGHT = 0.1
+
+#: How many times the crops of every other setting PSF 16 has in part 2's mixture.
+PSF16_SHARE = 3
+
+#: The extra PSF 16 set of part 2's mixture, and its csb-generate seed (the training sets use 0,
+#: the test sets 1, the validation sets of part2-pilots.md 2).
+PSF16_MORE, PSF16_MORE_SEED = "table3-psf16-more", 3
+
 PROTOCOLS = ("central", "context")
 STAGES = ("data", "train", "finetune", "export", "score")
 
@@ -89,18 +107,50 @@ def settings() -> list[Setting]:
 
 
 def make_data(args: argparse.Namespace, run) -> None:
-    """Training and test sets of every setting (stage 1), as ``thesis.py`` makes them."""
+    """Training and test sets of every setting (stage 1), as ``thesis.py`` makes them, and part
+    2's mixture."""
     for setting in settings():
         name = f"{setting.experiment}-{setting.name}"
         generate_setting_data(
             args, setting, args.work / "train" / name, args.work / "test" / name, run
         )
+    make_part2_mixture(args, run)
+
+
+def part2_data(args: argparse.Namespace) -> Path:
+    """The folder part 2 trains on."""
+    return args.work / ("train-part2" if args.psf16_share > 1 else "train")
+
+
+def make_part2_mixture(args: argparse.Namespace, run) -> None:
+    """Part 2's mixture: part 1's training sets, hard-linked (no second copy on disk), and
+    ``(--psf16-share - 1) × --train-count`` more PSF 16 crops of the training photographs."""
+    mixture = part2_data(args)
+    if mixture == args.work / "train":
+        return
+    for dataset in sorted((args.work / "train").iterdir()):
+        target = mixture / dataset.name
+        if not target.exists():
+            # Under a temporary name: an interrupted copy is never taken for a whole one.
+            partial = mixture / f".{dataset.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(dataset, partial, copy_function=os.link)
+            partial.rename(target)
+    more = mixture / PSF16_MORE
+    if not (more / "manifest.json").exists():
+        psf16 = next(s for s in settings() if (s.experiment, s.name) == ("table3", "psf16"))
+        train_photos, _ = photo_folders(args.work, args.extra_photographs)
+        run([CSB_GENERATE, *psf16.generate, "--no-preview", "--source", str(train_photos),
+             "--count", str((args.psf16_share - 1) * args.train_count),
+             "--image-size", str(args.patch_size), "--out", str(more),
+             "--seed", str(PSF16_MORE_SEED)], f"{PSF16_MORE}-generate-train.log")  # fmt: skip
 
 
 def _train_part(
     args: argparse.Namespace,
     run,
     folder: Path,
+    data: Path,
     options: list[str],
     minutes: float,
     more: float | None,
@@ -110,7 +160,7 @@ def _train_part(
     recorded, with its wall time, in ``<folder>/parts.json``; a run interrupted before its
     first one finished has no record, and is refused rather than counted without its time."""
     checkpoint = folder / "checkpoint.pt"
-    command = [DIFFDEBLUR, "train", "--data", str(args.work / "train"), "--out", str(folder),
+    command = [DIFFDEBLUR, "train", "--data", str(data), "--out", str(folder),
                *options, "--patch-size", str(args.patch_size), "--quiet"]  # fmt: skip
     if args.max_steps:
         command += ["--max-steps", str(args.max_steps)]
@@ -129,8 +179,7 @@ def _train_part(
     else:
         return
     command += ["--budget-minutes", str(minutes)]
-    # Spinning changes how much a budget trains; scoring is not timed, so it never spins.
-    env = {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"} if args.spin else dict(os.environ)
+    env = training_environment(args.spin)
     seconds = run(command, f"{folder.name}-{len(done) + 1}.log", env)
     done.append({"command": shlex.join(command), "wall_s": round(seconds, 1),
                  "omp_wait_policy": env.get("OMP_WAIT_POLICY", "PASSIVE"),
@@ -146,7 +195,15 @@ def train(args: argparse.Namespace, run) -> None:
             f"--more-minutes: part 2 already started from part 1 ({args.work / 'part1.pt'}); "
             f"remove that file and {args.work / 'finetune'} to continue part 1"
         )
-    _train_part(args, run, args.work / "run", TRAIN_OPTIONS, args.budget_minutes, args.more_minutes)
+    _train_part(
+        args,
+        run,
+        args.work / "run",
+        args.work / "train",
+        TRAIN_OPTIONS,
+        args.budget_minutes,
+        args.more_minutes,
+    )
 
 
 def part_facts(folder: Path) -> dict:
@@ -185,7 +242,9 @@ def finetune(args: argparse.Namespace, run) -> None:
     options[options.index("--lr") + 1] = str(args.finetune_lr)
     options += ["--init", str(part1), "--lr-schedule", "cosine",
                 "--lpips-loss-weight", str(args.lpips_loss_weight), *lpips]  # fmt: skip
-    _train_part(args, run, args.work / "finetune", options, args.finetune_minutes, None)
+    _train_part(
+        args, run, args.work / "finetune", part2_data(args), options, args.finetune_minutes, None
+    )
 
 
 def training_parts(args: argparse.Namespace) -> tuple[Path, list[dict]]:
@@ -223,6 +282,12 @@ def export_part(args: argparse.Namespace, folder: Path, out: Path, parts: list[d
         "photographs": training_photographs(args),
         "held_out_photographs": list(TEST_PHOTOGRAPHS),
     }
+    if len(parts) > 1 and args.psf16_share > 1:
+        card["part2_data"] = {
+            "psf16_share": args.psf16_share,
+            "more": {"name": PSF16_MORE, "crops": (args.psf16_share - 1) * args.train_count,
+                     "seed": PSF16_MORE_SEED},
+        }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     export_model(folder / "checkpoint.pt", out, card)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB)", flush=True)
@@ -397,9 +462,18 @@ def main() -> None:
     parser.add_argument("--more-minutes", type=float, default=None, help="resume part 1")
     parser.add_argument("--finetune-minutes", type=float, default=30.0, help="part 2's budget")
     parser.add_argument(
-        "--lpips-loss-weight", type=float, default=0.1, help="part 2's LPIPS term (train's option)"
+        "--lpips-loss-weight",
+        type=float,
+        default=LPIPS_LOSS_WEIGHT,
+        help="part 2's LPIPS term (train's option)",
     )
     parser.add_argument("--finetune-lr", type=float, default=5e-5, help="part 2's peak rate")
+    parser.add_argument(
+        "--psf16-share",
+        type=int,
+        default=PSF16_SHARE,
+        help="PSF 16's crops in part 2's mixture, in multiples of every other setting's",
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="cap per training part")
     parser.add_argument("--model-file", type=Path, default=BUNDLED, help="where export writes")
     parser.add_argument("--train-count", type=int, default=4000, help="per setting (per sweep)")
@@ -416,17 +490,15 @@ def main() -> None:
         help="training photographs besides the built-in ones (photographs.py)",
     )
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
-    parser.add_argument(
-        "--spin",
-        action="store_true",
-        help="training processes spin-wait (OMP_WAIT_POLICY=ACTIVE): faster on an idle machine",
-    )
+    add_spin_option(parser)
     parser.add_argument("--tiny", action="store_true", help="CI size: a few samples and steps")
     args = parser.parse_args()
     if args.tiny:
         args.train_count, args.test_count, args.patch_size, args.test_size = 12, 2, 32, 48
         args.tune_count = 4
         args.max_steps = args.max_steps or 2
+    if args.psf16_share < 1:
+        parser.error(f"--psf16-share must be 1 or more, got {args.psf16_share}")
     try:
         extra_photographs(args.extra_photographs)
     except FileNotFoundError as error:

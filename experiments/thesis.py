@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,15 @@ from pathlib import Path
 from csb_generator import BUILTIN_PHOTOGRAPHS
 from diffdeblur.evaluation import METHOD_LABELS
 from photographs import SELECTIONS, extra_photographs
-from pipeline import CSB_GENERATE, DIFFDEBLUR, TEST_PHOTOGRAPHS, photo_folders, run_logged
+from pipeline import (
+    CSB_GENERATE,
+    DIFFDEBLUR,
+    TEST_PHOTOGRAPHS,
+    add_spin_option,
+    photo_folders,
+    run_logged,
+    training_environment,
+)
 
 EXPERIMENTS = ("table3", "table4", "figure4")
 TABLE4_NOISE = (("none", None, None), ("s1", 1, 768000), ("s2", 2, 192000), ("s4", 4, 48000))
@@ -162,8 +169,7 @@ def run_setting(args: argparse.Namespace, setting: Setting, run: Runner) -> Path
              *(["--budget-minutes", str(args.budget_minutes)] if args.budget_minutes else []),
              *(["--max-steps", str(args.max_steps)] if args.max_steps else [])],
             f"{setting.experiment}-{setting.name}-train.log",
-            # Spinning changes how much a budget trains; scoring is not timed, so it never spins.
-            {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"} if args.spin else None,
+            training_environment(args.spin),
         )  # fmt: skip
     loss_curve = model_dir / "loss.png"
     if loss_curve.exists():
@@ -321,11 +327,7 @@ def main() -> None:
         "bundled: the bundled model's configuration (bridge, Charbonnier loss, lr 1e-3, "
         "--precision auto on all cores, one bridge step) within --budget-minutes",
     )
-    parser.add_argument(
-        "--spin",
-        action="store_true",
-        help="training processes spin-wait (OMP_WAIT_POLICY=ACTIVE): faster on an idle machine",
-    )
+    add_spin_option(parser)
     parser.add_argument(
         "--extra-photographs",
         choices=SELECTIONS,

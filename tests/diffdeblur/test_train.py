@@ -452,6 +452,36 @@ def test_data_turned_nan_is_refused_and_the_checkpoint_kept_unchanged(
 # --- run folders and options -----------------------------------------------------------------
 
 
+def test_a_custom_unet_trains_resumes_and_loads(csb_dataset, tmp_path):
+    """``unet_overrides`` trains a network no preset has; the checkpoint rebuilds it, and a
+    resumed run must ask for the same one."""
+    custom = {
+        "base_channels": 16,
+        "channel_mult": [1, 2],
+        "num_res_blocks": 2,
+        "attention_factors": [2],
+    }
+    config = _config(
+        csb_dataset, tmp_path / "run", parametrisation="bridge", unet_overrides=custom, epochs=1
+    )
+    result = _train(config)
+    assert result.stopped_by == "finished"
+    unet = load_restorer(result.checkpoint).config.unet
+    assert (unet.base_channels, unet.channel_mult, unet.num_res_blocks) == (16, (1, 2), 2)
+    assert unet.attention_factors == (2,)
+    assert unet.in_channels == 6  # the bridge's x_t and blurred image: set by the parametrisation
+    resumed = _train(replace(config, epochs=2), resume=True)
+    assert resumed.step == 2 * result.step
+    with pytest.raises(ValueError, match="unet_overrides"):
+        _train(replace(config, epochs=3, unet_overrides={"base_channels": 16}), resume=True)
+
+
+@pytest.mark.parametrize("overrides", [{"in_channels": 9}, {"width": 64}])
+def test_unet_overrides_refuses_what_it_cannot_set(tmp_path, overrides):
+    with pytest.raises(ValueError, match=f"unet_overrides: {next(iter(overrides))} cannot be set"):
+        TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), unet_overrides=overrides)
+
+
 def test_a_run_saved_before_an_option_existed_resumes_with_its_default(reference, tmp_path):
     """Runs saved before ``deconvolve`` and ``compile`` existed ran without them, and those
     saved before ``prediction`` existed predicted the noise (whatever today's default)."""
@@ -460,7 +490,7 @@ def test_a_run_saved_before_an_option_existed_resumes_with_its_default(reference
     out.mkdir()
     state = load_checkpoint(ref_result.checkpoint)
     assert state["train"]["prediction"] == "v"  # the reference run's
-    for added in ("deconvolve", "compile", "prediction"):
+    for added in ("deconvolve", "compile", "prediction", "unet_overrides"):
         del state["train"][added]
     save_checkpoint(out / "checkpoint.pt", state)
     with pytest.raises(ValueError, match=r"prediction: 'eps' -> 'v'"):

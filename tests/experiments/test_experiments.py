@@ -183,6 +183,16 @@ def test_the_bundled_models_script_runs_end_to_end_at_ci_size(tmp_path, lpips_we
     assert len(card["commands"]) == 3
     assert f"--init {work / 'part1.pt'}" in card["commands"][2]
     assert "--lpips-loss-weight 0.1" in card["commands"][2]
+    # Part 2's mixture: part 1's sets as hard links, and PSF 16 at three times their share.
+    assert f"--data {work / 'train-part2'} " in card["commands"][2]
+    assert card["part2_data"]["psf16_share"] == 3
+    mixture, part1_sets = work / "train-part2", sorted(p.name for p in (work / "train").iterdir())
+    assert sorted(p.name for p in mixture.iterdir()) == sorted([*part1_sets, "table3-psf16-more"])
+    manifest = json.loads((mixture / "table3-psf16" / "manifest.json").read_text())
+    shard = mixture / "table3-psf16" / manifest["shards"][0]["file"]
+    assert shard.stat().st_nlink == 2  # shared with <work>/train, not copied
+    more = json.loads((mixture / "table3-psf16-more" / "manifest.json").read_text())
+    assert more["count"] == 2 * 12  # (share - 1) × the CI size's crops per setting
     trained = load_checkpoint(work / "finetune" / "checkpoint.pt")["train"]
     assert (trained["lpips_loss_weight"], trained["lr_schedule"]) == (0.1, "cosine")
     # Part 1 cannot go on under part 2.

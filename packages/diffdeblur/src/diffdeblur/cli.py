@@ -580,6 +580,35 @@ def _lpips_scorer(weights: str | None, device: str):
     return lpips, "AlexNet, v0.1 (lpips package, genuine weights)"
 
 
+def _check_evaluate_options(
+    out_dir: Path,
+    overwrite: bool,
+    data: str,
+    wiener_tune: str | None,
+    wiener_balance: float | None,
+    tune_limit: int,
+) -> None:
+    """Refuse, before anything is loaded, what ``evaluate`` cannot do."""
+    from .reports import REPORT_FILES
+
+    if (out_dir / REPORT_FILES[0]).exists() and not overwrite:
+        raise click.UsageError(f"{out_dir} already holds a report; pass --overwrite to replace it")
+    if wiener_balance is not None and not wiener_balance > 0:
+        raise click.UsageError("--wiener-balance must be > 0")
+    if tune_limit < 1:
+        raise click.UsageError("--tune-limit must be >= 1")
+    for name, path in (("--data", data), ("--wiener-tune", wiener_tune)):
+        if path is not None and not Path(path).is_dir():
+            raise click.UsageError(f"{name} {path} is not a dataset folder")
+
+
+def _wiener_fact(wiener_tune: str | None, wiener_balance: float | None) -> str:
+    """How the report's Wiener rows got their balance."""
+    if wiener_tune:
+        return f"tuned on {wiener_tune}"
+    return f"balance {wiener_balance:g}" if wiener_balance else "left out (no --wiener-tune)"
+
+
 @main.command(epilog=EVALUATE_EPILOG)
 @click.option(
     "--checkpoint",
@@ -663,18 +692,10 @@ def evaluate(
 
     from .checkpoint import training_patch_size
     from .evaluation import EvaluationSettings
-    from .reports import REPORT_FILES, EvaluationStopped, evaluate_dataset
+    from .reports import EvaluationStopped, evaluate_dataset
 
     out_dir = Path(out)
-    if (out_dir / REPORT_FILES[0]).exists() and not overwrite:
-        raise click.UsageError(f"{out_dir} already holds a report; pass --overwrite to replace it")
-    if wiener_balance is not None and not wiener_balance > 0:
-        raise click.UsageError("--wiener-balance must be > 0")
-    if tune_limit < 1:
-        raise click.UsageError("--tune-limit must be >= 1")
-    for name, path in (("--data", data), ("--wiener-tune", wiener_tune)):
-        if path is not None and not Path(path).is_dir():
-            raise click.UsageError(f"{name} {path} is not a dataset folder")
+    _check_evaluate_options(out_dir, overwrite, data, wiener_tune, wiener_balance, tune_limit)
     device = _pick_device(device)
     models, states = _evaluated_models(checkpoints, device, ema)
     _use_threads(threads)
@@ -689,14 +710,10 @@ def evaluate(
     lpips, lpips_note = (None, "not computed (--no-lpips)")
     if not no_lpips:
         lpips, lpips_note = _lpips_scorer(lpips_weights, device)
-    if wiener_tune:
-        wiener = f"tuned on {wiener_tune}"
-    else:
-        wiener = f"balance {wiener_balance:g}" if wiener_balance else "left out (no --wiener-tune)"
     facts = {
         **_model_facts(checkpoints, models),
         "test data": data,
-        "Wiener": wiener,
+        "Wiener": _wiener_fact(wiener_tune, wiener_balance),
         "LPIPS": lpips_note,
         "device": device,
     }

@@ -24,7 +24,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -333,6 +333,54 @@ def _tuned(
     return part_tuning
 
 
+def _score_part(
+    kept: _Progress,
+    label: str,
+    evaluation: Evaluation,
+    score: Callable[..., Evaluation],
+    *,
+    count: int,
+    settings: EvaluationSettings,
+    progress: bool,
+) -> None:
+    """Score one part (one exposure) of a test set with ``score`` into ``evaluation``: from the
+    first batch ``kept`` does not have, keeping each batch as it is scored."""
+    from csb_generator import DatasetFormatError
+    from tqdm import tqdm
+
+    first = kept.done(label)
+    evaluation.rows.extend(kept.rows(label))
+    per_batch = 1 if settings.protocol == "full" else settings.batch_size
+    bar = tqdm(
+        total=count,
+        initial=min(first * per_batch, count),
+        desc=f"evaluate {label}",
+        unit="image",
+        disable=not progress,
+    )
+    try:
+        with bar:
+            part = score(
+                settings, progress=bar.update, first_batch=first, on_batch=partial(kept.keep, label)
+            )
+            if first > 0 and not evaluation.examples and kept.examples() is None:
+                # The examples are the first images, scored before the interruption: their
+                # batches again, for the pictures only.
+                examples_only = replace(settings, limit=max(settings.examples, 1))
+                part.examples = score(examples_only).examples
+    except (DatasetFormatError, OSError) as error:
+        done = sum(len(rows) for rows in kept.batches.get(label, {}).values())
+        raise EvaluationStopped(
+            f"{error}; the scores of the batches finished before it are kept in "
+            f"{kept.folder} ({done} rows of {label}): rerun the same command to continue"
+        ) from error
+    evaluation.rows.extend(part.rows)
+    if not evaluation.examples:
+        evaluation.examples = kept.examples() or part.examples
+        if evaluation.examples:
+            kept.keep_examples(evaluation.examples)
+
+
 def evaluate_dataset(
     data: str | Path,
     out: str | Path,
@@ -385,9 +433,6 @@ def evaluate_dataset(
     dict
         The ``metrics.json`` document.
     """
-    from csb_generator import DatasetFormatError
-    from tqdm import tqdm
-
     parts = _parts(data)
     missing = [t for t in parts if t not in models and None not in models]
     if missing:
@@ -420,52 +465,23 @@ def evaluate_dataset(
             for method, record in part_tuning.items():
                 balances[method] = record["balance"]
                 tuning[f"{METHOD_LABELS[method]} ({label})"] = record
-        model = models.get(exposure, models.get(None))
-        count = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
-        first = kept.done(label)
-        evaluation.rows.extend(kept.rows(label))
-        per_batch = 1 if settings.protocol == "full" else settings.batch_size
-        bar = tqdm(
-            total=count,
-            initial=min(first * per_batch, count),
-            desc=f"evaluate {label}",
-            unit="image",
-            disable=not progress,
+        _score_part(
+            kept,
+            label,
+            evaluation,
+            partial(
+                evaluate_samples,
+                dataset,
+                model=models.get(exposure, models.get(None)),
+                wiener_balance=balances["wiener"],
+                wiener_rotated_balance=balances["wiener_rotated"],
+                lpips=lpips,
+                device=device,
+            ),
+            count=len(dataset) if settings.limit is None else min(settings.limit, len(dataset)),
+            settings=settings,
+            progress=progress,
         )
-
-        score = partial(
-            evaluate_samples,
-            dataset,
-            model=model,
-            wiener_balance=balances["wiener"],
-            wiener_rotated_balance=balances["wiener_rotated"],
-            lpips=lpips,
-            device=device,
-        )
-        try:
-            with bar:
-                part = score(
-                    settings,
-                    progress=bar.update,
-                    first_batch=first,
-                    on_batch=partial(kept.keep, label),
-                )
-                if first > 0 and not evaluation.examples and kept.examples() is None:
-                    # The examples are the first images, scored before the interruption: their
-                    # batches again, for the pictures only.
-                    examples_only = replace(settings, limit=max(settings.examples, 1))
-                    part.examples = score(examples_only).examples
-        except (DatasetFormatError, OSError) as error:
-            done = sum(len(rows) for rows in kept.batches.get(label, {}).values())
-            raise EvaluationStopped(
-                f"{error}; the scores of the batches finished before it are kept in "
-                f"{kept.folder} ({done} rows of {label}): rerun the same command to continue"
-            ) from error
-        evaluation.rows.extend(part.rows)
-        if not evaluation.examples:
-            evaluation.examples = kept.examples() or part.examples
-            if evaluation.examples:
-                kept.keep_examples(evaluation.examples)
     document = write_report(
         out, evaluation, settings, title=title, facts=facts, wiener_tuning=tuning
     )

@@ -24,7 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from .config import (
     PREDICTIONS,
     DeconvolutionConfig,
     DiffusionConfig,
+    UNetConfig,
 )
 from .data import open_training_data, split_indices
 from .losses import LOSSES, PerceptualLoss, TrainingLoss
@@ -105,6 +106,10 @@ class TrainConfig:
     variant : str
         Network preset (``base``, ``wide``, ``multihead``, ``multires``, ``biggan``,
         ``improved``, ``tiny``, ``nafnet``).
+    unet_overrides : dict
+        Fields of :class:`~diffdeblur.config.UNetConfig` changed in the preset: any network the
+        configuration describes (Python only; the command line offers the presets). The input
+        and output channels follow from the parametrisation and cannot be set.
     schedule : {"linear", "cosine"}
     timesteps : int
         Diffusion steps (1000 in the thesis).
@@ -190,6 +195,7 @@ class TrainConfig:
     out: str
     parametrisation: str = "sharp"
     variant: str = "base"
+    unet_overrides: dict[str, Any] = field(default_factory=dict)
     schedule: str = "linear"
     timesteps: int = 1000
     prediction: str = "v"
@@ -283,6 +289,19 @@ class TrainConfig:
             )
         if self.threads is not None and self.threads < 1:
             raise ValueError("--threads must be >= 1")
+        settable = {f.name for f in fields(UNetConfig)} - {"in_channels", "out_channels"}
+        unknown = sorted(set(self.unet_overrides) - settable)
+        if unknown:
+            raise ValueError(
+                f"unet_overrides: {', '.join(unknown)} cannot be set; the fields that can are "
+                f"{', '.join(sorted(settable))}"
+            )
+        # Tuples, as UNetConfig holds them, so that a resumed run compares equal.
+        overrides = {
+            name: tuple(value) if isinstance(value, list) else value
+            for name, value in self.unet_overrides.items()
+        }
+        object.__setattr__(self, "unet_overrides", overrides)
 
 
 @dataclass
@@ -366,6 +385,7 @@ _OPTIONS_BEFORE_THEY_EXISTED = {
     "blurred_skip": False,
     "lpips_loss_weight": 0.0,
     "lpips_weights": None,
+    "unet_overrides": {},
 }
 
 
@@ -519,13 +539,16 @@ class Trainer:
         self.checkpoint_path = self.out / CHECKPOINT_NAME
         self.log_path = self.out / LOG_NAME
         self._check_run_folder(resume)
+        # A resumed run's options are checked before the data, the networks and the LPIPS
+        # network are loaded, so that a mistyped option is refused at once.
+        saved = self._saved_state() if resume else None
         self._open_data()
         self._build_networks()
         self.step = 0
         if config.init is not None and not resume:
             _start_from(config.init, self.restorer, self.ema, self.context.device)
-        if resume:
-            self._resume()
+        if saved is not None:
+            self._resume(saved)
         self.model: nn.Module = self.restorer
         if self.context.world > 1:
             self.model = nn.parallel.DistributedDataParallel(self.restorer)
@@ -594,6 +617,7 @@ class Trainer:
                 residual_scale=config.residual_scale,
                 deconvolution=_deconvolution(config, self.dataset),
                 blurred_skip=config.blurred_skip,
+                **config.unet_overrides,
             )
         ).to(device)
         self.ema = copy.deepcopy(self.restorer).requires_grad_(False)
@@ -615,10 +639,14 @@ class Trainer:
             lpips = load_lpips(config.lpips_weights, device)
             self.loss = PerceptualLoss(config.loss, lpips, config.lpips_loss_weight)
 
-    def _resume(self) -> None:
+    def _saved_state(self) -> dict[str, Any]:
+        """The checkpoint of the run being resumed, once its options are checked."""
+        state = load_checkpoint(self.checkpoint_path, self.context.device)
+        _check_resumable(state["train"], self.config, self.checkpoint_path)
+        return state
+
+    def _resume(self, state: dict[str, Any]) -> None:
         config, context, path = self.config, self.context, self.checkpoint_path
-        state = load_checkpoint(path, context.device)
-        _check_resumable(state["train"], config, path)
         self.restorer.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimiser.load_state_dict(state["optimiser"])
