@@ -17,9 +17,13 @@ import torch
 from diffdeblur.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
+    TrainingState,
+    export_model,
     load_checkpoint,
     load_restorer,
+    load_training_state,
     save_checkpoint,
+    save_training_state,
 )
 from diffdeblur.config import DiffusionConfig
 from diffdeblur.restorer import Restorer, restorer_config
@@ -89,6 +93,38 @@ def test_save_and_load_round_trip(tmp_path):
     # Saving again replaces the file.
     save_checkpoint(path, {**state, "step": 13})
     assert load_checkpoint(path)["step"] == 13
+
+
+def test_a_training_state_round_trips_and_an_exported_model_is_not_one(tmp_path):
+    """The training checkpoint's layout is one type; an exported model (no optimiser, no random
+    states) is refused as one, naming the file, and a checkpoint older than the data
+    fingerprint reads with None."""
+    model = _model("regression")
+    optimiser = torch.optim.Adam(model.parameters())
+    state = TrainingState(
+        model=model.state_dict(),
+        ema=model.state_dict(),
+        optimiser=optimiser.state_dict(),
+        step=7,
+        rng={"noise": [torch.Generator().manual_seed(1).get_state()]},
+        train={"lr": 2e-4},
+        restorer=model.config.to_dict(),
+        data_fingerprint="abc",
+    )
+    path = tmp_path / "checkpoint.pt"
+    save_training_state(path, state)
+    loaded = load_training_state(path)
+    assert (loaded.step, loaded.train, loaded.data_fingerprint) == (7, {"lr": 2e-4}, "abc")
+    assert loaded.restorer == state.restorer
+    assert all(torch.equal(loaded.ema[k], v) for k, v in state.ema.items())
+    assert torch.equal(loaded.rng["noise"][0], state.rng["noise"][0])
+    older = {k: v for k, v in state.to_dict().items() if k != "data_fingerprint"}
+    save_checkpoint(tmp_path / "older.pt", older)
+    assert load_training_state(tmp_path / "older.pt").data_fingerprint is None
+    exported = tmp_path / "exported.pt"
+    export_model(path, exported, {"name": "test"})
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(exported))} is not a training"):
+        load_training_state(exported)
 
 
 @pytest.mark.parametrize("parametrisation", ["residual", "refine", "regression"])

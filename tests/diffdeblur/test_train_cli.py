@@ -222,6 +222,27 @@ def test_bad_usage_in_process_exits_2(csb_dataset, tmp_path, name):
     assert not out.exists()
 
 
+def test_resuming_from_an_exported_model_exits_2_naming_it(csb_dataset, tmp_path):
+    """An exported model holds no optimiser or random states: --resume refuses it, and says
+    that --init is how to start from it."""
+    from click.testing import CliRunner
+    from diffdeblur.checkpoint import export_model
+    from diffdeblur.cli import main
+
+    first = tmp_path / "first"
+    arguments = ["train", "--data", str(csb_dataset), *SHORT]
+    with torch.random.fork_rng():
+        assert CliRunner().invoke(main, [*arguments, "--out", str(first)]).exit_code == 0
+    out = tmp_path / "run"
+    out.mkdir()
+    export_model(first / "checkpoint.pt", out / "checkpoint.pt", {"name": "test"})
+    with torch.random.fork_rng():
+        result = CliRunner().invoke(main, [*arguments, "--out", str(out), "--resume"])
+    assert result.exit_code == 2, result.output
+    assert f"{out / 'checkpoint.pt'} is not a training checkpoint" in result.output
+    assert "--init" in result.output
+
+
 @pytest.mark.slow
 def test_non_finite_loss_exits_1_naming_the_step(diffdeblur_cli, cli_env, csb_dataset, tmp_path):
     out = tmp_path / "run"

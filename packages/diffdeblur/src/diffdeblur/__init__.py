@@ -18,10 +18,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .checkpoint import (
     CheckpointError,
+    TrainingState,
     export_model,
     load_checkpoint,
     load_restorer,
+    load_training_state,
     save_checkpoint,
+    save_training_state,
 )
 from .config import (
     VARIANTS,
@@ -49,6 +52,7 @@ __all__ = [
     "GaussianDiffusion",
     "Restorer",
     "RestorerConfig",
+    "TrainingState",
     "UNet",
     "UNetConfig",
     "__version__",
@@ -57,7 +61,9 @@ __all__ = [
     "export_model",
     "load_checkpoint",
     "load_restorer",
+    "load_training_state",
     "restorer_config",
     "save_checkpoint",
+    "save_training_state",
     "unet_variant",
 ]

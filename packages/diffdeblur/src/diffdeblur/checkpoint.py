@@ -1,14 +1,16 @@
 """Checkpoints: written atomically, read without running pickled code.
 
-A checkpoint is a ``torch.save`` file of plain containers, numbers, strings and tensors only: the
-model and EMA weights, the optimiser state, the step, the random-generator states, and the
-configurations as JSON-compatible dicts. It is therefore loaded with ``weights_only=True``, and a
-file that carries any other object (a crafted pickle payload, or a checkpoint of another program)
-is refused instead of executed.
+A checkpoint is a ``torch.save`` file of plain containers, numbers, strings and tensors only: a
+training checkpoint holds a :class:`TrainingState` (the model and EMA weights, the optimiser
+state, the step, the random-generator states, and the configurations as JSON-compatible dicts);
+an exported model (:func:`export_model`) only what restoring needs. It is therefore loaded with
+``weights_only=True``, and a file that carries any other object (a crafted pickle payload, or a
+checkpoint of another program) is refused instead of executed.
 """
 
 from __future__ import annotations
 
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,14 @@ from .torch_files import is_torch_archive, load_plain, save_atomic
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "TrainingState",
     "export_model",
     "load_checkpoint",
     "load_restorer",
+    "load_training_state",
     "restorer_from_checkpoint",
     "save_checkpoint",
+    "save_training_state",
     "training_patch_size",
 ]
 
@@ -70,6 +75,75 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} file")
     return state
+
+
+@dataclass
+class TrainingState:
+    """What a training checkpoint holds: all a resumed run needs to go on exactly as an
+    uninterrupted one would.
+
+    Attributes
+    ----------
+    model, ema : dict
+        State dicts of the restorer being trained and of its exponential moving average.
+    optimiser : dict
+        The optimiser's state dict.
+    step : int
+        Optimiser steps done.
+    rng : dict
+        ``{"noise": [...], "torch": [...]}``: each process's noise generator state and global
+        torch generator state, by rank.
+    train : dict
+        The run's options (:class:`diffdeblur.train.TrainConfig` as a dict).
+    restorer : dict
+        The network's configuration (:meth:`diffdeblur.config.RestorerConfig.to_dict`).
+    data_fingerprint : str or None
+        The training data's fingerprint (:attr:`diffdeblur.data.ShardCollection.fingerprint`);
+        None in checkpoints written before it was stored.
+    """
+
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    optimiser: dict[str, Any]
+    step: int
+    rng: dict[str, list[torch.Tensor]]
+    train: dict[str, Any]
+    restorer: dict[str, Any]
+    data_fingerprint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint's entries (the tensors are not copied)."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any], path: str | Path) -> TrainingState:
+        """The training state of a checkpoint read by :func:`load_checkpoint` from ``path``.
+
+        Raises
+        ------
+        CheckpointError
+            If an entry is missing: an exported model, for example, cannot be trained on.
+        """
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in state]
+        if missing:
+            raise CheckpointError(
+                f"{path} is not a training checkpoint (it has no {', '.join(missing)}); an "
+                "exported model can start a run (--init) but not be resumed"
+            )
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
+
+
+def save_training_state(path: str | Path, state: TrainingState) -> None:
+    """Write a training checkpoint atomically (:func:`save_checkpoint`)."""
+    save_checkpoint(path, state.to_dict())
+
+
+def load_training_state(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> TrainingState:
+    """Read a training checkpoint: :func:`load_checkpoint`, then
+    :meth:`TrainingState.from_checkpoint`."""
+    return TrainingState.from_checkpoint(load_checkpoint(path, map_location), path)
 
 
 def load_restorer(
@@ -116,18 +190,19 @@ def export_model(checkpoint: str | Path, out: str | Path, card: dict[str, Any]) 
     """
     state = load_checkpoint(checkpoint)
     restorer_from_checkpoint(state, checkpoint)  # refuses what would not load again
+    training = TrainingState.from_checkpoint(state, checkpoint)
     weights = {
         name: tensor.half() if tensor.is_floating_point() else tensor
-        for name, tensor in state["ema"].items()
+        for name, tensor in training.ema.items()
     }
     save_checkpoint(
         out,
         {
-            "restorer": state["restorer"],
+            "restorer": training.restorer,
             "ema": weights,
-            "step": state["step"],
-            "train": state["train"],
-            "data_fingerprint": state.get("data_fingerprint"),
+            "step": training.step,
+            "train": training.train,
+            "data_fingerprint": training.data_fingerprint,
             "card": card,
         },
     )

@@ -34,7 +34,13 @@ from csb_generator import write_bytes_atomic
 from torch import distributed, nn
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_checkpoint, restorer_from_checkpoint, save_checkpoint
+from .checkpoint import (
+    TrainingState,
+    load_checkpoint,
+    load_training_state,
+    restorer_from_checkpoint,
+    save_training_state,
+)
 from .compute import PRECISIONS, autocast, resolve_device, resolve_precision, set_threads
 from .config import (
     KERNEL_SOURCES,
@@ -639,19 +645,19 @@ class Trainer:
             lpips = load_lpips(config.lpips_weights, device)
             self.loss = PerceptualLoss(config.loss, lpips, config.lpips_loss_weight)
 
-    def _saved_state(self) -> dict[str, Any]:
+    def _saved_state(self) -> TrainingState:
         """The checkpoint of the run being resumed, once its options are checked."""
-        state = load_checkpoint(self.checkpoint_path, self.context.device)
-        _check_resumable(state["train"], self.config, self.checkpoint_path)
+        state = load_training_state(self.checkpoint_path, self.context.device)
+        _check_resumable(state.train, self.config, self.checkpoint_path)
         return state
 
-    def _resume(self, state: dict[str, Any]) -> None:
+    def _resume(self, state: TrainingState) -> None:
         config, context, path = self.config, self.context, self.checkpoint_path
-        self.restorer.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimiser.load_state_dict(state["optimiser"])
-        self.step = int(state["step"])
-        saved_data = state.get("data_fingerprint")  # absent from checkpoints of older versions
+        self.restorer.load_state_dict(state.model)
+        self.ema.load_state_dict(state.ema)
+        self.optimiser.load_state_dict(state.optimiser)
+        self.step = int(state.step)
+        saved_data = state.data_fingerprint  # None in checkpoints of older versions
         if saved_data is not None and saved_data != self.dataset.fingerprint:
             raise ValueError(
                 f"--resume: --data {config.data} holds other data than the run in {path} was "
@@ -659,14 +665,14 @@ class Trainer:
                 f"{self.dataset.fingerprint[:12]}…); the same dataset moved or copied elsewhere "
                 "is fine"
             )
-        saved_world = len(state["rng"]["noise"])
+        saved_world = len(state.rng["noise"])
         if saved_world != context.world:
             raise ValueError(
                 f"--resume: the run in {path} used {saved_world} process(es); resume it with "
                 f"the same number (this run has {context.world})"
             )
-        self.noise.set_state(state["rng"]["noise"][context.rank].cpu())
-        torch.set_rng_state(state["rng"]["torch"][context.rank].cpu())
+        self.noise.set_state(state.rng["noise"][context.rank].cpu())
+        torch.set_rng_state(state.rng["torch"][context.rank].cpu())
 
     def _plan_steps(self) -> None:
         config, world = self.config, self.context.world
@@ -785,19 +791,17 @@ class Trainer:
             distributed.all_gather_object(torch_states, torch.get_rng_state())
         if not self.context.writes:
             return
-        save_checkpoint(
-            self.checkpoint_path,
-            {
-                "model": self.restorer.state_dict(),
-                "ema": self.ema.state_dict(),
-                "optimiser": self.optimiser.state_dict(),
-                "step": step_done,
-                "rng": {"noise": noise_states, "torch": torch_states},
-                "train": asdict(self.config),
-                "restorer": self.restorer.config.to_dict(),
-                "data_fingerprint": self.dataset.fingerprint,
-            },
+        state = TrainingState(
+            model=self.restorer.state_dict(),
+            ema=self.ema.state_dict(),
+            optimiser=self.optimiser.state_dict(),
+            step=step_done,
+            rng={"noise": noise_states, "torch": torch_states},
+            train=asdict(self.config),
+            restorer=self.restorer.config.to_dict(),
+            data_fingerprint=self.dataset.fingerprint,
         )
+        save_training_state(self.checkpoint_path, state)
         save_loss_curve(self.log_path, self.out / "loss.png")
 
     def validate(self) -> None:
