@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .atomic_files import atomic_output, remove_abandoned_temporaries, write_bytes_atomic
 from .blur import blur, blur_crop
+from .generate import GenerationReport, generate_dataset
 from .images import (
     BUILTIN_PHOTOGRAPHS,
     IMAGE_EXTENSIONS,
@@ -20,6 +21,7 @@ from .images import (
     read_image,
     scan_sources,
 )
+from .modes import DatasetOptions, OptionError, resolve_options
 from .noise import add_noise, degrade
 from .psf import (
     RandomPSF,
@@ -53,6 +55,9 @@ __all__ = [
     "MANIFEST_NAME",
     "CropPolicy",
     "DatasetFormatError",
+    "DatasetOptions",
+    "GenerationReport",
+    "OptionError",
     "RandomPSF",
     "ShardDataset",
     "SourceError",
@@ -73,6 +78,7 @@ __all__ = [
     "disk_kernel",
     "embed_kernel",
     "exposure_weights",
+    "generate_dataset",
     "linear_trajectory",
     "load_image",
     "load_kernel",
@@ -82,6 +88,7 @@ __all__ = [
     "random_trajectory",
     "read_image",
     "remove_abandoned_temporaries",
+    "resolve_options",
     "sample_rng",
     "scan_sources",
     "trajectory_from_draws",

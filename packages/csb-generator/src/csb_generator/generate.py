@@ -771,7 +771,7 @@ def generate_dataset(
 
     Examples
     --------
-    >>> from csb_generator.modes import resolve_options
+    >>> from csb_generator import generate_dataset, resolve_options
     >>> options = resolve_options("random", count=4, shard_size=2)
     >>> report = generate_dataset(options, "example-shards")  # doctest: +SKIP
     >>> report.samples_written                               # doctest: +SKIP
