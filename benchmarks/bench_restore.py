@@ -434,8 +434,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def run(args: argparse.Namespace, scratch: Path, stem: str) -> None:
     """Measure every configuration and write the results after each (see :func:`main`)."""
+    from csb_generator import write_image
     from diffdeblur.checkpoint import load_checkpoint
-    from diffdeblur.image_files import write_image
 
     width, height = args.size
     image = scratch / "frame.png"

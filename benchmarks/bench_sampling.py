@@ -74,7 +74,7 @@ def _synchronise(device: torch.device) -> None:
 def sampling_clock(model: Restorer, device: torch.device) -> Iterator[list[float]]:
     """Time every call of ``model.sample`` while the block runs.
 
-    ``restore_tiled`` (and so ``evaluate_samples``) restores through ``Restorer.sample``; the
+    ``Restorer.restore`` (and so ``evaluate_samples``) samples through ``Restorer.sample``; the
     method is replaced on this instance by a timed wrapper and put back on exit.
 
     Parameters

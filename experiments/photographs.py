@@ -1,7 +1,7 @@
 """Real photographs for training beyond the built-in set: those that ship inside PyPI and Debian
 packages, with their authors and licences.
 
-The built-in set (`csb_generator.images.BUILTIN_PHOTOGRAPHS`) has eight training photographs once
+The built-in set (`csb_generator.BUILTIN_PHOTOGRAPHS`) has eight training photographs once
 the two test ones are held out. These add nine more, all camera photographs (no drawings, renders
 or textures):
 

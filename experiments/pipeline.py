@@ -97,7 +97,7 @@ def photo_folders(work: Path, extra: str = "none") -> tuple[Path, Path]:
 
 def blurred_photograph(work: Path, seed: int) -> tuple[Path, Path, np.ndarray]:
     """``chelsea`` blurred by a camera-shake kernel: the blurred file, the sharp one, the kernel."""
-    from diffdeblur.image_files import write_image
+    from csb_generator import write_image
 
     sharp = read_image(BUILTIN_PHOTOGRAPHS["chelsea"].path)
     kernel = random_psf(np.random.default_rng(seed), 32).kernel

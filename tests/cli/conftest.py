@@ -29,7 +29,7 @@ PHOTO_CROPS = {
 @pytest.fixture(scope="session")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A source folder (with a sub-folder) of three real photographs, about 100 x 120 px."""
-    from csb_generator.images import builtin_folder
+    from csb_generator import builtin_folder
 
     folder = tmp_path_factory.mktemp("photos")
     for key, (name, (top, left, height, width)) in PHOTO_CROPS.items():

@@ -7,7 +7,7 @@ import re
 import shlex
 
 from cli_support import assert_ok, describe, read_json, run_cli, run_many
-from csb_generator.images import BUILTIN_PHOTOGRAPHS
+from csb_generator import BUILTIN_PHOTOGRAPHS
 
 #: Appended to the examples of --help so that they run in a second (the last value wins).
 SHRINK = ["--count", "2", "--shard-size", "2", "--image-size", "32", "--num-samples", "200"]

@@ -26,7 +26,7 @@ from cli_support import (
     trajectory_file_array,
 )
 from csb_generator import psf_from_trajectory
-from csb_generator.images import BUILTIN_PHOTOGRAPHS, builtin_folder, load_image, scan_sources
+from csb_generator.sources import BUILTIN_PHOTOGRAPHS, builtin_folder, load_image, scan_sources
 from PIL import Image
 
 IMAGE_SIZE, PSF_SIZE, NUM_SAMPLES = 32, 16, 200

@@ -39,7 +39,7 @@ def test_auto_precision_follows_the_device_and_the_cpu():
     assert resolve_precision("auto", "cpu") == expected
     for option in PRECISIONS[1:]:
         assert resolve_precision(option, "cpu") == option
-    with pytest.raises(ValueError, match="--precision"):
+    with pytest.raises(ValueError, match="precision: must be one of"):
         resolve_precision("fp64", "cpu")
 
 
@@ -57,7 +57,7 @@ def test_threads_default_to_the_process_affinity_and_bad_counts_are_refused():
         assert available_cpus() == len(os.sched_getaffinity(0))
         assert set_threads(None) == available_cpus() == torch.get_num_threads()
         assert set_threads(1) == 1 == torch.get_num_threads()
-        with pytest.raises(ValueError, match="--threads"):
+        with pytest.raises(ValueError, match="threads: must be >= 1"):
             set_threads(0)
     finally:
         torch.set_num_threads(before)
@@ -87,5 +87,5 @@ def test_auto_device_is_cuda_only_where_there_is_one():
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == "cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="device cuda: no CUDA device is available"):
+        with pytest.raises(ValueError, match="device: cuda: no CUDA device is available"):
             resolve_device("cuda")

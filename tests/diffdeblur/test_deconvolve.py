@@ -13,13 +13,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import CROP, explain, run_command
-from csb_generator import open_dataset
-from csb_generator.images import BUILTIN_PHOTOGRAPHS, read_image
+from csb_generator import BUILTIN_PHOTOGRAPHS, open_dataset, read_image, write_image
 from diffdeblur.config import DeconvolutionConfig
 from diffdeblur.data import open_training_data
 from diffdeblur.deconvolution import odd_kernel, odd_kernel_size
 from diffdeblur.evaluation import EvaluationSettings, evaluate_samples, summarise
-from diffdeblur.image_files import write_image
 from diffdeblur.kernel_estimation import reblur_loss
 from diffdeblur.restorer import Restorer, restorer_config
 from diffdeblur.wiener import wiener_deconvolve
@@ -244,7 +242,8 @@ def test_an_image_folder_without_kernels_is_refused(diffdeblur_cli, cli_env, tmp
             write_image(tmp_path / "gopro" / "scene" / kind / f"{name}.png", image)
     result = _train(diffdeblur_cli, cli_env, tmp_path / "gopro", tmp_path / "run", "estimated")
     assert result.returncode == 2, explain(result)
-    assert "--deconvolve estimated" in result.stderr and "has none" in result.stderr
+    assert "--deconvolve: estimated learns from stored kernels" in result.stderr
+    assert "has none" in result.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
@@ -255,5 +254,6 @@ def test_the_estimator_refuses_patches_smaller_than_the_kernel(
     # 16 px patch whose whole neighbourhood it holds.
     result = _train(diffdeblur_cli, cli_env, csb_dataset, tmp_path / "run", "estimated", 16)
     assert result.returncode == 2, explain(result)
-    assert "--patch-size 16" in result.stderr and "--patch-size 17 or more" in result.stderr
+    assert "--patch-size: 16 is smaller than" in result.stderr
+    assert "set --patch-size to 17 or more" in result.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -102,7 +102,7 @@ def test_train_logs_and_checkpoints_the_lpips_term(
     changed = ["--lpips-loss-weight", "0.1", "--lpips-weights", genuine_weights]
     again = run_command([*command, "--resume", *changed], cli_env)
     assert again.returncode == 2, explain(again)
-    assert "lpips_loss_weight: 0.5 -> 0.1" in again.stderr
+    assert "--lpips-loss-weight 0.5 -> 0.1" in again.stderr
     # A weights file that does not exist is a usage error that names it.
     missing = tmp_path / "no-such-weights.pt"
     other = [diffdeblur_cli, "train", "--data", csb_dataset, "--out", tmp_path / "other"]

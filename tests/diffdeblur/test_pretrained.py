@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import CROP, explain, run_command
-from csb_generator.images import BUILTIN_PHOTOGRAPHS, builtin_folder, read_image
+from csb_generator import BUILTIN_PHOTOGRAPHS, builtin_folder, read_image, write_image
 from diffdeblur import load_restorer
 from diffdeblur.checkpoint import CheckpointError, export_model, load_checkpoint
 from diffdeblur.config import RestorerConfig
-from diffdeblur.image_files import write_image
 from diffdeblur.pretrained import (
     BUNDLED_MODELS,
     DEFAULT_MODEL,
@@ -21,8 +20,8 @@ from diffdeblur.pretrained import (
     bundled_model_path,
     locate_model,
 )
+from diffdeblur.restoration import ImageRestorer
 from diffdeblur.samplers import SamplerSpec
-from diffdeblur.tiling import restore_image
 from diffdeblur.train import TrainConfig, train
 
 
@@ -129,7 +128,7 @@ def test_init_refuses_a_model_of_another_configuration(csb_dataset, tiny_checkpo
     config = _fine_tune_config(
         csb_dataset, tmp_path / "run", str(tiny_checkpoint), parametrisation="regression"
     )
-    with pytest.raises(ValueError, match=r"--init .*residual network.*regression network"):
+    with pytest.raises(ValueError, match=r"init: .*residual network.*regression network"):
         train(config, progress=False)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
@@ -157,14 +156,9 @@ def test_restore_without_a_checkpoint_uses_the_bundled_model(diffdeblur_cli, cli
     assert result.returncode == 0, explain(result)
     assert f"restoring with the bundled model {DEFAULT_MODEL}" in result.stderr
     torch.set_num_threads(1)
-    expected = restore_image(
-        load_restorer(DEFAULT_MODEL),
-        read_image(photo),
-        patch_size=64,
-        overlap=16,
-        sampler=SamplerSpec(),
-        generator=torch.Generator().manual_seed(0),
-    )
+    restorer = ImageRestorer.load(DEFAULT_MODEL)
+    assert (restorer.patch_size, restorer.overlap, restorer.sampler) == (64, 16, SamplerSpec())
+    expected = restorer.restore_image(read_image(photo), generator=torch.Generator().manual_seed(0))
     np.testing.assert_array_equal(read_image(tmp_path / "out" / "photo.png"), expected)
     assert read_image(tmp_path / "out" / "clock_motion.png").shape == read_image(clock).shape
 

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from csb_generator.images import BUILTIN_PHOTOGRAPHS, read_image
-from diffdeblur.checkpoint import load_checkpoint, load_restorer, save_checkpoint
-from diffdeblur.image_files import write_image
+from csb_generator import BUILTIN_PHOTOGRAPHS, read_image, write_image
+from diffdeblur.checkpoint import load_checkpoint, save_checkpoint
+from diffdeblur.restoration import ImageRestorer
 from diffdeblur.samplers import SamplerSpec
-from diffdeblur.tiling import restore_image
 
 pytestmark = pytest.mark.slow  # each test starts the command-line tool (a few seconds)
 
@@ -59,15 +58,12 @@ def test_restores_every_size_channel_count_and_bit_depth(
         assert restored.shape == original.shape, name
         assert restored.dtype == original.dtype, name
     # The command is the library call: the same image, seed and settings give the same pixels.
-    model = load_restorer(tiny_checkpoint)
+    restorer = ImageRestorer.load(
+        tiny_checkpoint, patch_size=32, overlap=8, sampler=SamplerSpec(steps=3)
+    )
     torch.set_num_threads(1)
-    expected = restore_image(
-        model,
-        read_image(inputs["rgb16.png"]),
-        patch_size=32,
-        overlap=8,
-        sampler=SamplerSpec(steps=3),
-        generator=torch.Generator().manual_seed(0),
+    expected = restorer.restore_image(
+        read_image(inputs["rgb16.png"]), generator=torch.Generator().manual_seed(0)
     )
     np.testing.assert_array_equal(read_image(out / "rgb16.png"), expected)
 
@@ -149,7 +145,8 @@ def test_the_sampler_options_are_checked_against_the_registry_and_the_model(
         (["--steps", "21"], "steps must be <= 20"),
         (["--eta", "1.5"], "eta must be in [0, 1]"),
         (["--sampler", "ddpm", "--steps", "5"], "takes all 20 steps"),
-        (["--threads", "0"], "--threads must be >= 1"),
+        (["--threads", "0"], "--threads: must be >= 1"),
+        (["--patch-size", "32", "--overlap", "32"], "--patch-size/--overlap: overlap must be in"),
     ):
         result = _run([*base, "--out", out, "--device", "cpu", "--quiet", *options], cli_env)
         assert result.returncode == 2, _explain(result)

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from csb_generator import BUILTIN_PHOTOGRAPHS, read_image
+from csb_generator import BUILTIN_PHOTOGRAPHS, read_image, write_image
 from diffdeblur import DeconvolutionConfig, DiffusionConfig, Restorer, restorer_config
-from diffdeblur.image_files import write_image
+from diffdeblur.restoration import ImageRestorer
 from diffdeblur.restore_files import OutputExists, restore_files, restore_targets
 from diffdeblur.samplers import SamplerSpec
-from diffdeblur.tiling import restore_image
 
 
 @pytest.fixture()
@@ -51,7 +50,7 @@ def test_targets_keep_names_change_suffixes_and_refuse_what_would_lose_data(phot
     assert restore_targets([photos], out, overwrite=True) == pairs
 
 
-def test_files_restore_as_restore_image_does_and_a_bad_file_fails_alone(photos, tmp_path):
+def test_files_restore_as_the_image_restorer_does_and_a_bad_file_fails_alone(photos, tmp_path):
     config = restorer_config("residual", "tiny", diffusion=DiffusionConfig(timesteps=20))
     model = Restorer(config).eval()
     broken = photos / "broken.png"
@@ -73,9 +72,10 @@ def test_files_restore_as_restore_image_does_and_a_bad_file_fails_alone(photos, 
         def update(self):
             ticks.append(self.name)
 
+    restorer = ImageRestorer(model, patch_size=32, overlap=8, sampler=sampler)
     report = restore_files(
-        model, pairs, patch_size=32, overlap=8, sampler=sampler, seed=5, progress=Bar,
-        written=written.append, failed=lambda source, reason: failed.append(source),
+        restorer, pairs, seed=5, progress=Bar, written=written.append,
+        failed=lambda source, reason: failed.append(source),
     )  # fmt: skip
     assert report.failed and report.failed[0][0] == broken and failed == [broken]
     expected_outputs = [tmp_path / "restored" / n for n in ("colour.png", "grey16.tif")]
@@ -83,22 +83,18 @@ def test_files_restore_as_restore_image_does_and_a_bad_file_fails_alone(photos, 
     # The broken file is first in name order: it fails alone, the others keep their numbers.
     assert ticks == [(2, "colour.png")] * 2 + [(3, "grey16.tif")] * 2
     for source, target in pairs[1:]:
-        expected = restore_image(
-            model, read_image(source), patch_size=32, overlap=8, sampler=sampler,
-            generator=torch.Generator().manual_seed(5),
-        )  # fmt: skip
+        expected = restorer.restore_image(
+            read_image(source), generator=torch.Generator().manual_seed(5)
+        )
         restored = read_image(target)
         assert restored.dtype == expected.dtype and restored.shape == expected.shape
         np.testing.assert_array_equal(restored, expected)
 
 
-def test_a_model_that_needs_the_true_kernel_or_patches_that_cannot_tile_are_refused(tmp_path):
+def test_a_model_that_needs_the_true_kernel_is_refused(tmp_path):
     pairs = [(tmp_path / "a.png", tmp_path / "out" / "a.png")]
-    model = Restorer(restorer_config("regression", "tiny")).eval()
-    with pytest.raises(ValueError, match="patch_size/overlap"):
-        restore_files(model, pairs, patch_size=32, overlap=32)
     front = DeconvolutionConfig(kernel_size=17, kernel="true")
     non_blind = Restorer(restorer_config("regression", "tiny", deconvolution=front)).eval()
     with pytest.raises(ValueError, match="true kernel"):
-        restore_files(non_blind, pairs, patch_size=32)
+        restore_files(ImageRestorer(non_blind, patch_size=32), pairs)
     assert not (tmp_path / "out").exists()

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from diffdeblur.config import DiffusionConfig
+from diffdeblur.config import ConfigError, DiffusionConfig
+from diffdeblur.restoration import ImageRestorer
 from diffdeblur.restorer import Restorer, restorer_config
 from diffdeblur.samplers import SamplerSpec
-from diffdeblur.tiling import PatchGrid, hann_weights, patch_starts, restore_image, restore_tiled
+from diffdeblur.tiling import PatchGrid, hann_weights, patch_starts
 from torch import nn
 
 SIZES = [(1, 1), (7, 9), (16, 16), (17, 16), (37, 53), (64, 23), (100, 70)]
@@ -40,9 +41,12 @@ class Pointwise(nn.Module):
         return 0.8 * noisy - 0.3 * torch.tanh(condition) * level + 0.05 * noisy**2
 
 
-def _model(parametrisation: str, timesteps: int = 12) -> Restorer:
+def _model(parametrisation: str, timesteps: int = 12, channels: int = 3) -> Restorer:
     config = restorer_config(
-        parametrisation, "tiny", diffusion=DiffusionConfig(timesteps=timesteps)
+        parametrisation,
+        "tiny",
+        diffusion=DiffusionConfig(timesteps=timesteps),
+        image_channels=channels,
     )
     model = Restorer(config).eval()
     if model.denoiser_net is not None:
@@ -136,8 +140,8 @@ def test_identity_network_reproduces_the_input_exactly(height, width, channels):
     shape = (height, width) if channels == 1 else (height, width, 3)
     for dtype in (np.uint8, np.uint16):
         image = rng.integers(0, np.iinfo(dtype).max + 1, size=shape, dtype=dtype)
-        restored = restore_image(
-            model, image, patch_size=16, overlap=5, generator=torch.Generator().manual_seed(0)
+        restored = ImageRestorer(model, patch_size=16, overlap=5).restore_image(
+            image, generator=torch.Generator().manual_seed(0)
         )
         assert restored.dtype == dtype and restored.shape == image.shape
         np.testing.assert_array_equal(restored, image)
@@ -158,8 +162,7 @@ def test_per_step_blending_equals_whole_image_sampling(parametrisation, sampler)
     steps, eta = (None, None) if sampler == "ddpm" else (5, 0.5)
     options = {"sampler": SamplerSpec(sampler, steps, eta)}
     whole = model.restore(blurred, generator=torch.Generator().manual_seed(3), **options)
-    tiled = restore_tiled(
-        model,
+    tiled = model.restore(
         blurred,
         patch_size=16,
         overlap=5,
@@ -171,7 +174,7 @@ def test_per_step_blending_equals_whole_image_sampling(parametrisation, sampler)
     assert not torch.allclose(tiled, blurred, atol=1e-3)  # the sampler did change the image
 
 
-def test_one_patch_over_the_whole_image_is_exactly_restore(single_thread):
+def test_one_patch_over_the_whole_image_is_exactly_restore_without_patches(single_thread):
     from restorer_support import seeded_restorer
 
     model = seeded_restorer(
@@ -181,8 +184,7 @@ def test_one_patch_over_the_whole_image_is_exactly_restore(single_thread):
     whole = model.restore(
         blurred, sampler=SamplerSpec(steps=3), generator=torch.Generator().manual_seed(6)
     )
-    tiled = restore_tiled(
-        model,
+    tiled = model.restore(
         blurred,
         patch_size=32,
         overlap=8,
@@ -200,8 +202,7 @@ def test_real_network_result_does_not_depend_on_the_batch_size(single_thread):
     ).eval()
     blurred = torch.rand(1, 3, 40, 29, generator=torch.Generator().manual_seed(8)) * 2 - 1
     results = [
-        restore_tiled(
-            model,
+        model.restore(
             blurred,
             patch_size=16,
             overlap=4,
@@ -219,10 +220,35 @@ def test_real_network_result_does_not_depend_on_the_batch_size(single_thread):
 def test_restore_image_keeps_float_images_and_refuses_bad_arrays():
     model = _model("regression")
     image = np.random.default_rng(10).random((9, 11, 3), dtype=np.float32)
-    restored = restore_image(model, image, patch_size=8, overlap=2, generator=torch.Generator())
+    restorer = ImageRestorer(model, patch_size=8, overlap=2)
+    restored = restorer.restore_image(image, generator=torch.Generator())
     assert restored.dtype == np.float32
     np.testing.assert_allclose(restored, image, atol=1e-6)
     with pytest.raises(ValueError, match="uint8 or uint16"):
-        restore_image(model, np.zeros((4, 4), np.int32), generator=torch.Generator())
+        restorer.restore_image(np.zeros((4, 4), np.int32), generator=torch.Generator())
     with pytest.raises(ValueError, match="image"):
-        restore_image(model, np.zeros((4, 4, 4), np.uint8), generator=torch.Generator())
+        restorer.restore_image(np.zeros((4, 4, 4), np.uint8), generator=torch.Generator())
+
+
+@pytest.mark.parametrize(
+    ("settings", "option"),
+    [({"overlap": 16}, "patch_size/overlap"), ({"batch_size": 0}, "batch_size")],
+)
+def test_image_restorer_refuses_patch_settings_that_do_not_fit(settings, option):
+    with pytest.raises(ConfigError) as raised:
+        ImageRestorer(_model("regression"), **{"patch_size": 16, **settings})
+    assert raised.value.option == option
+
+
+def test_grey_and_colour_images_restore_through_a_model_of_the_other_kind():
+    """A colour model restores a grey image as three equal channels, averaged back; a grey
+    model restores a colour image channel by channel: with the identity network, both give
+    the input back."""
+    rng = np.random.default_rng(11)
+    for model_channels, image in (
+        (3, rng.integers(0, 256, (13, 17), dtype=np.uint8)),
+        (1, rng.integers(0, 256, (13, 17, 3), dtype=np.uint8)),
+    ):
+        model = _model("regression", channels=model_channels)
+        restorer = ImageRestorer(model, patch_size=8, overlap=2)
+        np.testing.assert_array_equal(restorer.restore_image(image, generator=None), image)

@@ -143,7 +143,7 @@ def test_without_out_each_run_gets_a_new_numbered_folder(
 
 #: name -> (extra arguments, a fragment of the message); {data}/{empty}/{file} are filled in.
 BAD = {
-    "batch-size-0": (["--batch-size", "0"], "--batch-size must be >= 1"),
+    "batch-size-0": (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
     "negative-lr": (["--lr", "-1"], "--lr"),
     "validation-fraction": (["--validation-fraction", "1.5"], "--validation-fraction"),
     "unknown-variant": (["--variant", "huge"], "'huge' is not one of"),
@@ -153,7 +153,7 @@ BAD = {
     "resume-empty-folder": (["--resume"], "does not exist"),
     "blurred-skip-with-eps": (
         ["--parametrisation", "sharp", "--prediction", "eps", "--blurred-skip"],
-        "--blurred-skip applies to --parametrisation sharp with --prediction x0 or v",
+        "--blurred-skip: applies to --parametrisation sharp with --prediction x0 or v",
     ),
 }
 
@@ -199,10 +199,13 @@ BAD_IN_PROCESS = {
     "samples-below-batch": (["--samples-per-epoch", "2"], "--samples-per-epoch"),
     "negative-workers": (["--workers", "-1"], "--workers"),
     "ema-decay-one": (["--ema-decay", "1"], "--ema-decay"),
-    "negative-lpips-loss-weight": (["--lpips-loss-weight", "-1"], "--lpips-loss-weight must be"),
+    "negative-lpips-loss-weight": (
+        ["--lpips-loss-weight", "-1"],
+        "--lpips-loss-weight: must be >= 0",
+    ),
     "lpips-loss-on-noise-prediction": (
         ["--lpips-loss-weight", "0.1"],
-        "--lpips-loss-weight applies to --parametrisation bridge or regression",
+        "--lpips-loss-weight: applies to --parametrisation bridge or regression",
     ),
 }
 
@@ -240,7 +243,22 @@ def test_resuming_from_an_exported_model_exits_2_naming_it(csb_dataset, tmp_path
         result = CliRunner().invoke(main, [*arguments, "--out", str(out), "--resume"])
     assert result.exit_code == 2, result.output
     assert f"{out / 'checkpoint.pt'} is not a training checkpoint" in result.output
-    assert "--init" in result.output
+    assert "--init" in result.output and "`init`" not in result.output
+
+
+def test_the_library_s_advice_reaches_the_user_in_flags(csb_dataset, tmp_path):
+    """The trainer names settings by their fields (```budget_minutes```); ``diffdeblur train``
+    shows its flags in their place, in warnings as in errors."""
+    from click.testing import CliRunner
+    from diffdeblur.cli import main
+
+    # 12 steps: past the 10 the plan measures, far below the few hundred a model needs.
+    arguments = ["train", "--data", str(csb_dataset), "--out", str(tmp_path / "run"), *SHORT]
+    with torch.random.fork_rng():
+        result = CliRunner().invoke(main, [*arguments, "--epochs", "6"])
+    assert result.exit_code == 0, result.output
+    assert "barely trained. Raise --budget-minutes, or pick a smaller --variant" in result.output
+    assert "`" not in result.output
 
 
 @pytest.mark.slow

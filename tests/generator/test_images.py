@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from csb_generator.images import (
+from csb_generator import UnreadableImage
+from csb_generator.sources import (
     BUILTIN_PHOTOGRAPHS,
     ImageCache,
     SourceError,
     SourceImage,
-    UnreadableImage,
     builtin_folder,
     choose_crop,
     load_image,

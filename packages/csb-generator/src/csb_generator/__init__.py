@@ -8,18 +8,12 @@ from importlib.metadata import PackageNotFoundError, version
 from .atomic_files import atomic_output, remove_abandoned_temporaries, write_bytes_atomic
 from .blur import blur, blur_crop
 from .generate import GenerationReport, generate_dataset
-from .images import (
-    BUILTIN_PHOTOGRAPHS,
+from .image_files import (
     IMAGE_EXTENSIONS,
-    CropPolicy,
-    SourceError,
-    SourceImage,
+    WRITABLE_SUFFIXES,
     UnreadableImage,
-    builtin_folder,
-    choose_crop,
-    load_image,
     read_image,
-    scan_sources,
+    write_image,
 )
 from .modes import DatasetOptions, OptionError, resolve_options
 from .noise import add_noise, degrade
@@ -42,6 +36,16 @@ from .shards import (
     open_dataset,
     verify_dataset,
 )
+from .sources import (
+    BUILTIN_PHOTOGRAPHS,
+    CropPolicy,
+    SourceError,
+    SourceImage,
+    builtin_folder,
+    choose_crop,
+    load_image,
+    scan_sources,
+)
 from .trajectory import Trajectory, linear_trajectory, random_trajectory, trajectory_from_draws
 
 try:
@@ -53,6 +57,7 @@ __all__ = [
     "BUILTIN_PHOTOGRAPHS",
     "IMAGE_EXTENSIONS",
     "MANIFEST_NAME",
+    "WRITABLE_SUFFIXES",
     "CropPolicy",
     "DatasetFormatError",
     "DatasetOptions",
@@ -94,4 +99,5 @@ __all__ = [
     "trajectory_from_draws",
     "verify_dataset",
     "write_bytes_atomic",
+    "write_image",
 ]

@@ -16,10 +16,10 @@ from fractions import Fraction
 import click
 
 from .generate import OutputBusy, OutputError, plan_generation, run_generation
-from .images import BUILTIN_PHOTOGRAPHS, SourceError
 from .modes import BLURRED_DTYPES, MODES, DatasetOptions, OptionError, resolve_options
 from .psf import TrajectoryOutsideGrid
 from .shards import DatasetFormatError, verify_dataset
+from .sources import BUILTIN_PHOTOGRAPHS, SourceError
 
 EPILOG = """
 \b

@@ -37,7 +37,6 @@ except ImportError:  # not POSIX (Windows): runs on one folder are not locked ag
     fcntl = None
 
 from .atomic_files import atomic_output
-from .images import SourceError, SourceImage, scan_sources
 from .modes import DatasetOptions, OptionError, SampleMaker
 from .preview import write_preview
 from .shards import (
@@ -55,6 +54,7 @@ from .shards import (
     write_json_atomic,
     write_shard,
 )
+from .sources import SourceError, SourceImage, scan_sources
 
 __all__ = [
     "GenerationPlan",
@@ -313,7 +313,7 @@ def plan_generation(
         If another process on this machine is writing ``out`` (a lone run, or another part
         when this one is a lone run). The plan holds a lock on ``out`` until
         :func:`run_generation` ends, or the process does.
-    csb_generator.images.SourceError
+    csb_generator.sources.SourceError
         If the source folder is missing or unreadable, or no usable image remains.
     """
     # Absolute: dask workers and job-array tasks may run in other working directories.
@@ -381,7 +381,7 @@ def _prepare_output(
         out / PLAN_NAME,
         {"format": FORMAT_NAME, "fingerprint": fingerprint, "options": options.to_json()},
     )
-    if options.mode == "tsweep":
+    if options.mode_rules.part_per_exposure:
         parts = [(_part_folder(out, t), t) for t in options.exposures]
     else:
         parts = [(out, None)]
@@ -421,18 +421,101 @@ def _shard_attrs(plan_options: DatasetOptions, fingerprint: str, task: ShardTask
     return {key: values[key] for key in SHARD_ATTRIBUTES if key in values}
 
 
-# One SampleMaker per worker process: it holds decoded images and the shared kernel.
-_WORKER_MAKER: SampleMaker | None = None
-_WORKER_PROGRESS: Any = None
+class ShardWriter:
+    """Writes the shards of one plan: the worker of every runner, set up the same way in this
+    process, in a process pool and on a Dask cluster.
+
+    It travels to a worker as the plan's options, sources and fingerprint. The worker builds its
+    :class:`SampleMaker` (the decoded photographs, the dataset-wide kernel) at its first shard
+    and keeps it for the next shards of the same plan.
+
+    Parameters
+    ----------
+    options : DatasetOptions
+    sources : sequence of SourceImage
+        The usable sources, in manifest order.
+    fingerprint : str
+        The plan's fingerprint, recorded in every shard.
+    maker : SampleMaker, optional
+        A maker already built for these options and sources (the planning process's); it does
+        not travel to other processes.
+    """
+
+    def __init__(
+        self,
+        options: DatasetOptions,
+        sources: Sequence[SourceImage],
+        fingerprint: str,
+        maker: SampleMaker | None = None,
+    ):
+        self.options = options
+        self.sources = list(sources)
+        self.fingerprint = fingerprint
+        self._maker = maker
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_maker": None}
+
+    @property
+    def maker(self) -> SampleMaker:
+        """This process's (and thread's) maker of the plan's samples."""
+        if self._maker is None:
+            self._maker = _worker_maker(self)
+        return self._maker
+
+    def __call__(
+        self,
+        task: ShardTask,
+        on_sample: Callable[[], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """Generate and write one shard, then record its hash; returns the record.
+
+        Raises KeyboardInterrupt, before anything is written, when ``stop`` is set.
+        """
+        maker = self.maker
+        samples = []
+        for index in range(task.first_index, task.first_index + task.count):
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
+            samples.append(maker(index, task.exposure))
+            if on_sample is not None:
+                on_sample()
+        fields = [name for name in SAMPLE_FIELDS if name in samples[0]]
+        arrays = {name: np.stack([sample[name] for sample in samples]) for name in fields}
+        options = self.options
+        compression = None if options.compression == "none" else options.compression
+        path = task.folder / shard_name(task.shard)
+        digest = write_shard(
+            path, arrays, _shard_attrs(options, self.fingerprint, task), compression=compression
+        )
+        record = {
+            "file": path.name,
+            "shard": task.shard,
+            "first_index": task.first_index,
+            "last_index": task.first_index + task.count - 1,
+            "count": task.count,
+            "sha256": digest,
+            "redraws": int(sum(sample["redraws"] for sample in samples)),
+            "padded": int(arrays["padded"].sum()),
+        }
+        (task.folder / PROGRESS_DIR).mkdir(exist_ok=True)
+        write_json_atomic(task.folder / PROGRESS_DIR / f"{path.name}.json", record)
+        return record
 
 
-def _init_worker(options: DatasetOptions, sources: list[SourceImage], progress: Any) -> None:
-    global _WORKER_MAKER, _WORKER_PROGRESS
-    # Ctrl-C reaches the whole process group; the parent alone decides what stops (see
-    # _interrupt_flag), so a worker finishes its shard instead of dying inside numba code.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER_MAKER = SampleMaker(options, sources)
-    _WORKER_PROGRESS = progress
+# The maker of the plan a worker thread last wrote: a Dask worker receives a new ShardWriter
+# with every task and should not decode the photographs again for each. Per thread, because
+# Dask runs tasks on threads and a maker's image cache is not thread-safe.
+_WORKER_MAKERS = threading.local()
+
+
+def _worker_maker(writer: ShardWriter) -> SampleMaker:
+    kept = getattr(_WORKER_MAKERS, "kept", None)
+    if kept is None or kept[0] != writer.fingerprint:
+        kept = (writer.fingerprint, SampleMaker(writer.options, writer.sources))
+        _WORKER_MAKERS.kept = kept
+    return kept[1]
 
 
 @contextlib.contextmanager
@@ -453,58 +536,21 @@ def _interrupt_flag() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def write_shard_task(
-    maker: SampleMaker,
-    fingerprint: str,
-    task: ShardTask,
-    on_sample: Callable[[], None] | None = None,
-    stop: threading.Event | None = None,
-) -> dict[str, Any]:
-    """Generate and write one shard, then record its hash; returns the record.
-
-    Raises KeyboardInterrupt, before anything is written, when ``stop`` is set.
-    """
-    samples = []
-    for index in range(task.first_index, task.first_index + task.count):
-        if stop is not None and stop.is_set():
-            raise KeyboardInterrupt
-        samples.append(maker(index, task.exposure))
-        if on_sample is not None:
-            on_sample()
-    fields = [name for name in SAMPLE_FIELDS if name in samples[0]]
-    arrays = {name: np.stack([sample[name] for sample in samples]) for name in fields}
-    options = maker.options
-    compression = None if options.compression == "none" else options.compression
-    path = task.folder / shard_name(task.shard)
-    digest = write_shard(
-        path, arrays, _shard_attrs(options, fingerprint, task), compression=compression
-    )
-    record = {
-        "file": path.name,
-        "shard": task.shard,
-        "first_index": task.first_index,
-        "last_index": task.first_index + task.count - 1,
-        "count": task.count,
-        "sha256": digest,
-        "redraws": int(sum(sample["redraws"] for sample in samples)),
-        "padded": int(arrays["padded"].sum()),
-    }
-    (task.folder / PROGRESS_DIR).mkdir(exist_ok=True)
-    write_json_atomic(task.folder / PROGRESS_DIR / f"{path.name}.json", record)
-    return record
+# A pool worker's writer and the queue its progress goes to, set once by the pool's initializer.
+_POOL_WORKER: tuple[ShardWriter, Any] | None = None
 
 
-def _pool_task(fingerprint: str, task: ShardTask) -> dict[str, Any]:
-    progress = _WORKER_PROGRESS
-    return write_shard_task(
-        _WORKER_MAKER, fingerprint, task, None if progress is None else lambda: progress.put(1)
-    )
+def _start_pool_worker(writer: ShardWriter, progress: Any) -> None:
+    global _POOL_WORKER
+    # Ctrl-C reaches the whole process group; the parent alone decides what stops (see
+    # _interrupt_flag), so a worker finishes its shard instead of dying inside numba code.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _POOL_WORKER = (writer, progress)
 
 
-def _dask_task(
-    options: DatasetOptions, sources: list[SourceImage], fingerprint: str, task: ShardTask
-) -> dict[str, Any]:
-    return write_shard_task(SampleMaker(options, sources), fingerprint, task)
+def _pool_task(task: ShardTask) -> dict[str, Any]:
+    writer, progress = _POOL_WORKER
+    return writer(task, lambda: progress.put(1))
 
 
 def _versions() -> dict[str, str]:
@@ -570,10 +616,10 @@ def _write_manifests(plan: GenerationPlan, maker: SampleMaker) -> tuple[Path, in
         }
         if exposure is not None:
             manifest["exposure"] = exposure
-        if options.mode in ("fixed", "tsweep"):
+        if options.mode_rules.shares_kernel:
             manifest["shared_kernel"] = _shared_kernel_record(maker)
         write_json_atomic(folder / MANIFEST_NAME, manifest)
-    if options.mode == "tsweep":
+    if options.mode_rules.part_per_exposure:
         with atomic_output(plan.out / TRAJECTORY_NAME) as handle:
             np.save(handle, maker.trajectory.positions, allow_pickle=False)
         top = {
@@ -649,17 +695,15 @@ def _run_locked(
 ) -> GenerationReport:
     report = GenerationReport(out=plan.out, shards_kept=plan.kept, skipped=plan.skipped)
     maker = plan.maker
+    writer = ShardWriter(plan.options, plan.sources, plan.fingerprint, maker)
     tick = progress or (lambda count: None)
     with _interrupt_flag() as stop:
         if scheduler is not None:
-            records = _run_on_dask(plan, scheduler, tick, stop)
+            records = _run_on_dask(writer, plan.tasks, scheduler, tick, stop)
         elif workers == 1 or len(plan.tasks) <= 1:
-            records = [
-                write_shard_task(maker, plan.fingerprint, task, lambda: tick(1), stop)
-                for task in plan.tasks
-            ]
+            records = [writer(task, lambda: tick(1), stop) for task in plan.tasks]
         else:
-            records = _run_in_pool(plan, workers, tick, stop)
+            records = _run_in_pool(writer, plan.tasks, workers, tick, stop)
     report.shards_written = len(records)
     report.samples_written = sum(record["count"] for record in records)
     if plan.is_part:
@@ -681,7 +725,11 @@ def _run_locked(
 
 
 def _run_in_pool(
-    plan: GenerationPlan, workers: int, tick: Callable[[int], None], stop: threading.Event
+    writer: ShardWriter,
+    tasks: Sequence[ShardTask],
+    workers: int,
+    tick: Callable[[int], None],
+    stop: threading.Event,
 ) -> list[dict[str, Any]]:
     # spawn: the parent may hold threads (progress bars) and open HDF5 files, which fork copies.
     context = multiprocessing.get_context("spawn")
@@ -690,10 +738,10 @@ def _run_in_pool(
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,
-        initializer=_init_worker,
-        initargs=(plan.options, plan.sources, queue),
+        initializer=_start_pool_worker,
+        initargs=(writer, queue),
     ) as pool:
-        futures = [pool.submit(_pool_task, plan.fingerprint, task) for task in plan.tasks]
+        futures = [pool.submit(_pool_task, task) for task in tasks]
         pending = set(futures)
         try:
             while pending:
@@ -726,7 +774,11 @@ def _drain(queue: Any, tick: Callable[[int], None], timeout: float) -> None:
 
 
 def _run_on_dask(
-    plan: GenerationPlan, scheduler: str, tick: Callable[[int], None], stop: threading.Event
+    writer: ShardWriter,
+    tasks: Sequence[ShardTask],
+    scheduler: str,
+    tick: Callable[[int], None],
+    stop: threading.Event,
 ) -> list[dict[str, Any]]:
     try:
         from dask.distributed import Client
@@ -737,12 +789,7 @@ def _run_on_dask(
         ) from error
     records = []
     with Client(scheduler, timeout="30s") as client:
-        futures = [
-            client.submit(
-                _dask_task, plan.options, plan.sources, plan.fingerprint, task, pure=False
-            )
-            for task in plan.tasks
-        ]
+        futures = [client.submit(writer, task, pure=False) for task in tasks]
         for future in dask_as_completed(futures):
             if stop.is_set():
                 client.cancel(futures)

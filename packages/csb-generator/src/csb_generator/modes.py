@@ -11,6 +11,9 @@ noisy      a new trajectory per image, L fixed         lam, sigma drawn per     
 tsweep     ONE trajectory for every image              one lam, one sigma        one part per T
 =========  ==========================================  ========================  ===============
 
+Each mode is one :class:`Mode` of ``MODES_TABLE``: the table above as values, read wherever the
+modes differ (``options.mode_rules``), so no code compares mode names.
+
 A sample is a pure function of (options, source list, index): every draw comes from
 ``sample_rng(seed, index)`` in this order: source image, crop, mode parameters (length; or T,
 lam, sigma), trajectory, noise. In a T-sweep the same index uses the same generator in every part,
@@ -28,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from .blur import blur_crop
-from .images import ImageCache, SourceImage, choose_crop
 from .noise import add_noise
 from .psf import (
     disk_kernel,
@@ -37,26 +39,114 @@ from .psf import (
     random_psf,
 )
 from .rng import dataset_rng, sample_rng
+from .sources import ImageCache, SourceImage, choose_crop
 from .trajectory import DEFAULT_NUM_SAMPLES, Trajectory, linear_trajectory
 
-__all__ = ["MODES", "DatasetOptions", "OptionError", "SampleMaker", "resolve_options"]
+__all__ = [
+    "MODES",
+    "MODES_TABLE",
+    "MODE_BY_NAME",
+    "DatasetOptions",
+    "Mode",
+    "OptionError",
+    "SampleMaker",
+    "resolve_options",
+]
 
-MODES = ("fixed", "random", "noisy", "tsweep")
 
-#: The thesis's settings for each mode (docs/cli.md#modes, docs/model.md#4-noise-thesis-convention).
-THESIS_EXPOSURES = {
-    "fixed": (1.0,),
-    "random": (1.0,),
-    "noisy": tuple(k / 8 for k in range(8, 1, -1)),
-    "tsweep": (1.0, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32),
-}
-THESIS_LAMS = {
-    "fixed": (math.inf,),
-    "random": (math.inf,),
-    "noisy": tuple(48000.0 * 4**k for k in range(5)),
-    "tsweep": (765000.0,),
-}
-THESIS_SIGMAS = {"fixed": (0.0,), "random": (0.0,), "noisy": (0.0, 1.0, 2.0, 4.0), "tsweep": (0.0,)}
+@dataclass(frozen=True)
+class Mode:
+    """What a dataset mode is: the thesis's settings and how a sample's kernel, T and noise come.
+
+    Attributes
+    ----------
+    name : str
+    exposures, lams, sigmas : tuple of float
+        The thesis's settings, the defaults of :class:`DatasetOptions`'s fields of the same
+        names (docs/cli.md#modes, docs/model.md#4-noise-thesis-convention).
+    kernel_option : str or None
+        The :class:`DatasetOptions` field from which ONE kernel (one per T) is made for the whole
+        dataset: ``"kernel"`` or ``"trajectory"``; None draws a new trajectory per image.
+    part_per_exposure : bool
+        One part (sub-folder) per exposure T, each with every sample; the exposures are distinct.
+    unit_exposure : bool
+        T is 1.
+    noiseless : bool
+        No noise: lam = inf and sigma = 0.
+    one_noise_level : bool
+        One lam and one sigma for every image.
+    drawn_length : bool
+        Each image's trajectory length is drawn uniformly in [``min_length``, ``length``].
+
+    T is drawn per image from ``exposures`` unless ``unit_exposure`` or ``part_per_exposure``, and
+    lam, sigma from ``lams``, ``sigmas`` unless ``noiseless`` or ``one_noise_level``.
+    """
+
+    name: str
+    exposures: tuple[float, ...]
+    lams: tuple[float, ...]
+    sigmas: tuple[float, ...]
+    kernel_option: str | None = None
+    part_per_exposure: bool = False
+    unit_exposure: bool = False
+    noiseless: bool = False
+    one_noise_level: bool = False
+    drawn_length: bool = False
+
+    @property
+    def shares_kernel(self) -> bool:
+        """Whether one kernel (one per T) serves the whole dataset."""
+        return self.kernel_option is not None
+
+    @property
+    def draws_exposure(self) -> bool:
+        """Whether each image draws its T from ``exposures``."""
+        return not (self.unit_exposure or self.part_per_exposure)
+
+    @property
+    def draws_noise(self) -> bool:
+        """Whether each image draws its lam and sigma from ``lams`` and ``sigmas``."""
+        return not (self.noiseless or self.one_noise_level)
+
+
+#: The four modes, in the order of ``--mode``'s choices (the docstring's table, as values).
+MODES_TABLE = (
+    Mode(
+        "fixed",
+        exposures=(1.0,),
+        lams=(math.inf,),
+        sigmas=(0.0,),
+        kernel_option="kernel",
+        unit_exposure=True,
+        one_noise_level=True,
+    ),
+    Mode(
+        "random",
+        exposures=(1.0,),
+        lams=(math.inf,),
+        sigmas=(0.0,),
+        unit_exposure=True,
+        noiseless=True,
+        drawn_length=True,
+    ),
+    Mode(
+        "noisy",
+        exposures=tuple(k / 8 for k in range(8, 1, -1)),
+        lams=tuple(48000.0 * 4**k for k in range(5)),
+        sigmas=(0.0, 1.0, 2.0, 4.0),
+    ),
+    Mode(
+        "tsweep",
+        exposures=(1.0, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32),
+        lams=(765000.0,),
+        sigmas=(0.0,),
+        kernel_option="trajectory",
+        part_per_exposure=True,
+        one_noise_level=True,
+    ),
+)
+MODE_BY_NAME = {mode.name: mode for mode in MODES_TABLE}
+MODES = tuple(MODE_BY_NAME)
 
 BLURRED_DTYPES = ("float32", "float16", "uint8", "uint16")
 
@@ -167,6 +257,11 @@ class DatasetOptions:
             document[key] = list(document[key])
         return document
 
+    @property
+    def mode_rules(self) -> Mode:
+        """The :class:`Mode` that ``mode`` names (what the mode is, from ``MODES_TABLE``)."""
+        return MODE_BY_NAME[self.mode]
+
 
 def _positive_int(option: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or int(value) != value or value < minimum:
@@ -200,7 +295,7 @@ def _check_lengths(options: DatasetOptions, psf_size: int) -> tuple[float, float
             f"(at most {limit:g} px); raise `psf_size` or lower `length`",
         )
     min_length = _positive_float("min_length", options.min_length)
-    if options.mode == "random" and min_length > length:
+    if options.mode_rules.drawn_length and min_length > length:
         raise OptionError("min_length", f"{min_length:g} is larger than `length` {length:g}")
     return length, min_length
 
@@ -218,25 +313,27 @@ def _check_exposure_and_noise(
     options: DatasetOptions,
 ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
     """The (exposures, lams, sigmas) of the options, the mode's defaults where unset."""
-    mode = options.mode
-    exposures = tuple(float(t) for t in options.exposures) or THESIS_EXPOSURES[mode]
+    mode = options.mode_rules
+    exposures = tuple(float(t) for t in options.exposures) or mode.exposures
     for value in exposures:
         if not 0 < value <= 1:
             raise OptionError("exposures", f"T must be in (0, 1], got {value}")
-    lams = tuple(float(v) for v in options.lams) or THESIS_LAMS[mode]
+    lams = tuple(float(v) for v in options.lams) or mode.lams
     for value in lams:
         _positive_float("lams", value, allow_inf=True)
-    sigmas = tuple(float(v) for v in options.sigmas) or THESIS_SIGMAS[mode]
+    sigmas = tuple(float(v) for v in options.sigmas) or mode.sigmas
     for value in sigmas:
         if not (math.isfinite(value) and value >= 0):
             raise OptionError("sigmas", f"must be a finite number >= 0, got {value}")
-    if mode in ("fixed", "random") and exposures != (1.0,):
-        raise OptionError("exposures", f"{mode} mode uses T = 1; use noisy or tsweep for T < 1")
-    if mode == "random" and (lams != (math.inf,) or sigmas != (0.0,)):
-        raise OptionError("lams/sigmas", "random mode is noiseless; use noisy mode for noise")
-    if mode in ("fixed", "tsweep") and (len(lams) != 1 or len(sigmas) != 1):
-        raise OptionError("lams/sigmas", f"{mode} mode takes one value of each")
-    if mode == "tsweep" and len(set(exposures)) != len(exposures):
+    if mode.unit_exposure and exposures != (1.0,):
+        raise OptionError(
+            "exposures", f"{mode.name} mode uses T = 1; use noisy or tsweep for T < 1"
+        )
+    if mode.noiseless and (lams != (math.inf,) or sigmas != (0.0,)):
+        raise OptionError("lams/sigmas", f"{mode.name} mode is noiseless; use noisy mode for noise")
+    if mode.one_noise_level and (len(lams) != 1 or len(sigmas) != 1):
+        raise OptionError("lams/sigmas", f"{mode.name} mode takes one value of each")
+    if mode.part_per_exposure and len(set(exposures)) != len(exposures):
         raise OptionError("exposures", "T-sweep exposures must be distinct")
     return exposures, lams, sigmas
 
@@ -245,9 +342,10 @@ def _check_kernel_source(options: DatasetOptions) -> tuple[str, str]:
     """The (kernel, trajectory) options, files made absolute (workers elsewhere resolve
     relative paths wrongly)."""
     kernel, trajectory = options.kernel, options.trajectory
-    if options.mode == "fixed" and parse_kernel_spec(kernel).kind == "file":
+    made_from = options.mode_rules.kernel_option
+    if made_from == "kernel" and parse_kernel_spec(kernel).kind == "file":
         kernel = str(Path(kernel).absolute())
-    if options.mode == "tsweep" and trajectory not in ("random", "linear"):
+    if made_from == "trajectory" and trajectory not in ("random", "linear"):
         if not Path(trajectory).is_file():
             raise OptionError(
                 "trajectory",
@@ -394,6 +492,8 @@ class SampleMaker:
 
     Attributes
     ----------
+    mode : Mode
+        What the options' mode is (``options.mode_rules``).
     trajectory : Trajectory or None
         The dataset-wide trajectory (fixed mode with a random or linear kernel, and tsweep).
     kernels : dict of float to ndarray
@@ -411,23 +511,24 @@ class SampleMaker:
         self.kernels: dict[float, np.ndarray] = {}
         self.redraws = 0
         self._kernel_parameters = dict(_NAN_PARAMETERS)
-        if options.mode in ("fixed", "tsweep"):
-            option = "kernel" if options.mode == "fixed" else "trajectory"
+        self.mode = options.mode_rules
+        if self.mode.shares_kernel:
             try:
                 self._prepare_shared_kernel()
             except OptionError:
                 raise
             except (ValueError, OSError) as error:  # a kernel that cannot be made is bad usage
-                raise OptionError(option, str(error)) from error
+                raise OptionError(self.mode.kernel_option, str(error)) from error
         self._images = ImageCache()
 
     def input_files(self) -> dict[str, str]:
         """Files the dataset depends on besides its sources: option name to file path."""
         options = self.options
+        made_from = self.mode.kernel_option
         files = {}
-        if options.mode == "fixed" and parse_kernel_spec(options.kernel).kind == "file":
+        if made_from == "kernel" and parse_kernel_spec(options.kernel).kind == "file":
             files["kernel"] = options.kernel
-        if options.mode == "tsweep" and options.trajectory not in ("random", "linear"):
+        if made_from == "trajectory" and options.trajectory not in ("random", "linear"):
             files["trajectory"] = options.trajectory
         return files
 
@@ -445,7 +546,7 @@ class SampleMaker:
         options = self.options
         rng = dataset_rng(options.seed)
         exposures = options.exposures
-        if options.mode == "fixed":
+        if self.mode.kernel_option == "kernel":
             spec = parse_kernel_spec(options.kernel)
             if spec.kind == "disk":
                 self.kernels = {1.0: disk_kernel(spec.radius, options.psf_size)}
@@ -456,7 +557,7 @@ class SampleMaker:
             source = "linear" if spec.kind == "linear" else "random"
             length = spec.length if spec.kind == "linear" else options.length
             angle_degrees = spec.angle_degrees
-        else:
+        else:  # made from the trajectory option
             source = options.trajectory
             length = options.length
             angle_degrees = options.angle
@@ -532,27 +633,30 @@ class SampleMaker:
         source_index = int(rng.integers(len(self.sources)))
         image = self._load(source_index)
         box = self._choose_crop(rng, image.shape[:2])
-        lam, sigma, redraws = math.inf, 0.0, 0
-        trajectory = self.trajectory
-        parameters = self._kernel_parameters
-        if options.mode == "fixed":
-            t = 1.0
-            kernel = self.kernels[1.0]
-            lam, sigma = options.lams[0], options.sigmas[0]
-        elif options.mode == "tsweep":
+        mode = self.mode
+        # T = 1 or the part's T, and the one noise level (none when noiseless); then the mode's
+        # draws in this order: T, lam, sigma; or the length (below).
+        t, redraws = 1.0, 0
+        lam, sigma = (math.inf, 0.0) if mode.noiseless else (options.lams[0], options.sigmas[0])
+        if mode.part_per_exposure:
             if exposure not in self.kernels:
                 raise ValueError(f"exposure {exposure!r} is not one of {list(self.kernels)}")
-            t, kernel = exposure, self.kernels[exposure]
-            lam, sigma = options.lams[0], options.sigmas[0]
+            t = exposure
+        if mode.draws_exposure:
+            t = float(options.exposures[rng.integers(len(options.exposures))])
+        if mode.draws_noise:
+            lam = float(options.lams[rng.integers(len(options.lams))])
+            sigma = float(options.sigmas[rng.integers(len(options.sigmas))])
+        trajectory = self.trajectory
+        parameters = self._kernel_parameters
+        if mode.shares_kernel:
+            kernel = self.kernels[t]
         else:
-            if options.mode == "random":
-                t = 1.0
-                length = rng.uniform(options.min_length, options.length)
-            else:
-                t = float(options.exposures[rng.integers(len(options.exposures))])
-                lam = float(options.lams[rng.integers(len(options.lams))])
-                sigma = float(options.sigmas[rng.integers(len(options.sigmas))])
-                length = options.length
+            length = (
+                rng.uniform(options.min_length, options.length)
+                if mode.drawn_length
+                else options.length
+            )
             angle = None if options.angle is None else math.radians(options.angle)
             drawn = random_psf(
                 rng, options.psf_size, t, length=length, angle=angle, **self._trajectory_overrides()

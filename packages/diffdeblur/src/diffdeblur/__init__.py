@@ -2,7 +2,8 @@
 
 Train on ``csb-generate`` shards (or GoPro-style folders) with ``diffdeblur train``; in Python,
 build a :class:`Restorer` from a :func:`restorer_config`, train it with :func:`train`, and load a
-trained one with :func:`load_restorer`.
+trained one with :func:`load_restorer`, or as an :class:`ImageRestorer` that restores images of
+any size.
 """
 
 import os
@@ -28,6 +29,7 @@ from .checkpoint import (
 )
 from .config import (
     VARIANTS,
+    ConfigError,
     DeconvolutionConfig,
     DiffusionConfig,
     RestorerConfig,
@@ -35,6 +37,7 @@ from .config import (
     unet_variant,
 )
 from .diffusion import GaussianDiffusion
+from .restoration import ImageRestorer
 from .restorer import Restorer, restorer_config
 from .samplers import ddim_sample, ddpm_sample
 from .unet import UNet
@@ -47,9 +50,11 @@ except PackageNotFoundError:  # a source tree that was not installed
 __all__ = [
     "VARIANTS",
     "CheckpointError",
+    "ConfigError",
     "DeconvolutionConfig",
     "DiffusionConfig",
     "GaussianDiffusion",
+    "ImageRestorer",
     "Restorer",
     "RestorerConfig",
     "TrainingState",

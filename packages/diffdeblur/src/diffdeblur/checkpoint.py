@@ -128,7 +128,7 @@ class TrainingState:
         if missing:
             raise CheckpointError(
                 f"{path} is not a training checkpoint (it has no {', '.join(missing)}); an "
-                "exported model can start a run (--init) but not be resumed"
+                "exported model can start a run (`init`) but not be resumed"
             )
         return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
@@ -241,7 +241,7 @@ def restorer_from_checkpoint(
     if broken:
         raise CheckpointError(
             f"{path}: {len(broken)} weight tensors hold NaN or inf (first: {broken[0]}); the run "
-            "that wrote it diverged. Use an earlier checkpoint, or retrain with a lower --lr"
+            "that wrote it diverged. Use an earlier checkpoint, or retrain with a lower `lr`"
         )
     model = Restorer(config)
     try:

@@ -8,14 +8,16 @@ loss: the last checkpoint is kept), 2 bad usage or input, 130 interrupted.
 from __future__ import annotations
 
 import os
+import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from .checkpoint import CheckpointError
 from .compute import PRECISIONS, resolve_device, set_threads
-from .config import KERNEL_SOURCES, PARAMETRISATIONS, PREDICTIONS, VARIANTS
+from .config import KERNEL_SOURCES, PARAMETRISATIONS, PREDICTIONS, VARIANTS, ConfigError
 from .losses import LOSSES
 from .pretrained import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from .samplers import SAMPLERS, SamplerSpec
@@ -185,10 +187,12 @@ def train(resume: bool, quiet: bool, **options) -> None:
             progress=not quiet,
             notify=_tell,
         )
+    except ConfigError as error:
+        raise _usage_error(error) from None
     except (ValueError, CheckpointError, FileNotFoundError, NotADirectoryError) as error:
-        raise click.UsageError(str(error)) from None
+        raise click.UsageError(_in_flags(str(error))) from None
     except NonFiniteLoss as error:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {_in_flags(str(error))}", err=True)
         sys.exit(1)
     except OSError as error:  # the machine's doing (a full disk, permissions), not the user's
         where = f" ({error.filename})" if error.filename else ""
@@ -268,8 +272,28 @@ def _sampler_spec(sampler: str | None, steps: int | None, eta: float | None, mod
 def _use_threads(threads: int | None) -> None:
     try:
         set_threads(threads)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    except ConfigError as error:
+        raise _usage_error(error) from None
+
+
+def _command_flags() -> dict[str, str]:
+    """The running command's settings and their flags: ``{"patch_size": "--patch-size", ...}``."""
+    context = click.get_current_context(silent=True)
+    return {} if context is None else {p.name: p.opts[0] for p in context.command.params}
+
+
+def _in_flags(text: str) -> str:
+    """A library message with the settings it names in backquotes (```patch_size```) as the
+    running command's flags (``--patch-size``); other backquoted words stay as they are."""
+    flags = _command_flags()
+    return re.sub(r"`([a-z_]+)`", lambda m: flags.get(m[1], m[0]), text)
+
+
+def _usage_error(error: ConfigError) -> click.UsageError:
+    """A library's :class:`ConfigError` in the running command's flags."""
+    flags = _command_flags()
+    option = "/".join(flags.get(name, name) for name in error.option.split("/"))
+    return click.UsageError(f"{option}: {_in_flags(error.reason)}")
 
 
 def _new_run_folder(parent: Path) -> Path:
@@ -280,14 +304,14 @@ def _new_run_folder(parent: Path) -> Path:
 
 def _tell(line: str) -> None:
     """A progress or plan line for the user: standard error, so stdout stays the result."""
-    click.echo(line, err=True)
+    click.echo(_in_flags(line), err=True)
 
 
 def _pick_device(option: str) -> str:
     try:
         return resolve_device(option)
-    except ValueError as error:
-        raise click.UsageError(f"--{error}") from None
+    except ConfigError as error:
+        raise _usage_error(error) from None
 
 
 @main.command(epilog=RESTORE_EPILOG)
@@ -353,11 +377,9 @@ def restore(
     """
     from tqdm import tqdm
 
-    from .checkpoint import load_checkpoint, restorer_from_checkpoint, training_patch_size
+    from .restoration import ImageRestorer
     from .restore_files import OutputExists, restore_files, restore_targets
 
-    if batch_size < 1:
-        raise click.UsageError("--batch-size must be >= 1")
     try:
         pairs = restore_targets(inputs, out, output_format=output_format, overwrite=overwrite)
     except OutputExists as error:
@@ -376,11 +398,19 @@ def restore(
         _tell(f"restoring with the bundled model {model_name} ({checkpoint})")
     device = _pick_device(device)
     try:
-        state = load_checkpoint(checkpoint, map_location=device)
-        model = restorer_from_checkpoint(state, checkpoint, ema=ema)
+        restorer = ImageRestorer.load(
+            checkpoint,
+            device=device,
+            ema=ema,
+            patch_size=patch_size,
+            overlap=overlap,
+            batch_size=batch_size,
+        )
     except CheckpointError as error:
         raise click.UsageError(str(error)) from None
-    spec = _sampler_spec(sampler, steps, eta, [model])
+    except ConfigError as error:  # the patch settings, before any image
+        raise _usage_error(error) from None
+    restorer = replace(restorer, sampler=_sampler_spec(sampler, steps, eta, [restorer.model]))
 
     def bar(number: int, source: Path, total: int) -> tqdm:
         description = f"[{number}/{len(pairs)}] {source.name}"
@@ -388,24 +418,15 @@ def restore(
 
     try:
         report = restore_files(
-            model,
+            restorer,
             pairs,
-            patch_size=patch_size or training_patch_size(state),
-            overlap=overlap,
-            batch_size=batch_size,
-            sampler=spec,
             seed=seed,
-            device=device,
             progress=bar,
             written=None if quiet else lambda target: click.echo(f"wrote {target}"),
             failed=lambda source, reason: click.echo(f"error: {reason}", err=True),
         )
-    except ValueError as error:  # the patch settings or the model, before any image
-        message = str(error)
-        if message.startswith("patch_size/overlap:"):
-            message = "--patch-size/--overlap:" + message.removeprefix("patch_size/overlap:")
-            raise click.UsageError(message) from None
-        raise click.UsageError(f"{checkpoint}: {message}") from None
+    except ValueError as error:  # the model, before any image
+        raise click.UsageError(f"{checkpoint}: {error}") from None
     except KeyboardInterrupt:
         click.echo("interrupted: the images written so far are complete", err=True)
         sys.exit(130)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .config import ConfigError
+
 __all__ = [
     "PRECISIONS",
     "autocast",
@@ -54,7 +56,7 @@ def resolve_device(option: str) -> str:
     if option == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if option == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda: no CUDA device is available")
+        raise ConfigError("device", "cuda: no CUDA device is available")
     return option
 
 
@@ -77,7 +79,7 @@ def set_threads(threads: int | None) -> int:
     """
     count = available_cpus() if threads is None else int(threads)
     if count < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
+        raise ConfigError("threads", f"must be >= 1, got {threads}")
     torch.set_num_threads(count)
     return count
 
@@ -114,7 +116,7 @@ def resolve_precision(option: str, device: torch.device | str) -> str:
     'fp16'
     """
     if option not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {option!r}")
+        raise ConfigError("precision", f"must be one of {', '.join(PRECISIONS)}, got {option!r}")
     if option != "auto":
         return option
     kind = torch.device(device).type

@@ -19,6 +19,7 @@ __all__ = [
     "PARAMETRISATIONS",
     "PREDICTIONS",
     "VARIANTS",
+    "ConfigError",
     "DeconvolutionConfig",
     "DiffusionConfig",
     "RestorerConfig",
@@ -33,6 +34,21 @@ Prediction = Literal["eps", "x0", "v"]
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
 KernelSource = Literal["estimated", "true"]
 KERNEL_SOURCES: tuple[str, ...] = ("estimated", "true")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid, or does not fit the others or the run it continues.
+
+    ``option`` names the setting (a field of the configuration or an argument of the function
+    that raised it; two joined by ``/`` when their values conflict) and ``reason`` says what is
+    wrong; the message is both, ``"{option}: {reason}"``. A reason names other settings in
+    backquotes (```patch_size```), so that a command line can show its own flags in their place.
+    """
+
+    def __init__(self, option: str, reason: str):
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ Both datasets return the same sample, a dict with
 Randomness is a pure function of ``(seed, epoch, index)``: each sample draws its patch position
 and flips from ``numpy.random.default_rng(numpy.random.SeedSequence(seed, spawn_key=(epoch,
 index)))`` and from nothing else, in this order: the top row, the left column (see
-:func:`csb_generator.images.choose_crop`), then ``rng.random(2) < 0.5`` for the horizontal and the
+:func:`csb_generator.choose_crop`), then ``rng.random(2) < 0.5`` for the horizontal and the
 vertical flip (drawn even when flips are off, so turning them off does not move the patches). A
 sample is therefore the same whatever the number of ``DataLoader`` workers, their start method or
 the order in which the samples are requested, and a run that resumes at epoch ``e`` sees the
@@ -409,7 +409,7 @@ class PairedFolder(_Patches):
     Every image is decoded once when the dataset is built, to find damaged files and mismatched
     sizes before training starts rather than hours into it: about 20 ms per 1280x720 PNG on one
     core, so a minute or two for GoPro's 2103 training pairs. Decoding follows
-    :mod:`csb_generator.images`: 8- and 16-bit images (scaled to [-1, 1] by their depth), EXIF
+    :mod:`csb_generator.image_files`: 8- and 16-bit images (scaled to [-1, 1] by their depth), EXIF
     orientation applied, grey replicated to RGB.
 
     Parameters
@@ -431,7 +431,7 @@ class PairedFolder(_Patches):
     crop : {"random", "center"}, optional
         ``"random"`` (default) or the central patch of each image.
     channels : {3, 1}, optional
-        3 (default, grey replicated) or 1 (Rec. 709 luma), as :func:`csb_generator.images.
+        3 (default, grey replicated) or 1 (Rec. 709 luma), as :func:`csb_generator.
         load_image`.
 
     Attributes

@@ -8,7 +8,7 @@ Three protocols (``docs/evaluation.md``):
   scored, so the methods see the surroundings that a real photograph gives them (near a crop's
   border the blur mixes in content the crop lacks, which no method can undo);
 - ``full``: each method restores the whole stored image (the model through the any-size path of
-  :func:`~diffdeblur.tiling.restore_tiled`) and the whole image is scored.
+  :class:`~diffdeblur.restoration.ImageRestorer`) and the whole image is scored.
 
 Scores are computed on images in [0, 1] against the sharp crop: PSNR (data range 1), SSIM
 (Gaussian window 11 x 11, sigma 1.5) and LPIPS (AlexNet, v0.1), see :mod:`diffdeblur.metrics`.
@@ -34,9 +34,10 @@ from torch import Tensor
 from .deconvolution import odd_kernel
 from .metrics import psnr, ssim
 from .pixels import to_signed, to_unit, unit_range
+from .restoration import ImageRestorer
 from .restorer import Restorer
 from .samplers import SamplerSpec
-from .tiling import default_overlap, restore_tiled_any_channels
+from .tiling import default_overlap
 from .wiener import wiener_deconvolve
 
 __all__ = [
@@ -202,16 +203,10 @@ def _restore_with_model(
     kernel: Tensor | None,
 ) -> Tensor:
     generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + batch_number)
-    restored = restore_tiled_any_channels(
-        model,
-        to_signed(blurred),
-        patch_size=settings.patch_size,
-        overlap=settings.overlap,
-        batch_size=settings.batch_size,
-        sampler=settings.sampler,
-        generator=generator,
-        kernel=kernel,
+    restorer = ImageRestorer(
+        model, settings.patch_size, settings.overlap, settings.batch_size, settings.sampler
     )
+    restored = restorer.restore(to_signed(blurred), generator=generator, kernel=kernel)
     return to_unit(restored.float()).clamp(0, 1)
 
 

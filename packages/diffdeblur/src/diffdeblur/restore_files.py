@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from csb_generator import UnreadableImage
+from csb_generator import WRITABLE_SUFFIXES, UnreadableImage, read_image, write_image
 
-from .image_files import WRITABLE_SUFFIXES, read_image, write_image
-from .restorer import Restorer
-from .samplers import SamplerSpec
-from .tiling import PatchGrid, default_overlap, restore_image
+from .restoration import ImageRestorer
 
 __all__ = ["OUTPUT_FORMATS", "OutputExists", "RestoreReport", "restore_files", "restore_targets"]
 
@@ -118,15 +115,10 @@ class RestoreReport:
 
 
 def restore_files(
-    model: Restorer,
+    restorer: ImageRestorer,
     pairs: Sequence[tuple[Path, Path]],
     *,
-    patch_size: int,
-    overlap: int | None = None,
-    batch_size: int = 16,
-    sampler: SamplerSpec | None = None,
     seed: int = 0,
-    device: torch.device | str = "cpu",
     progress: Callable[[int, Path, int], AbstractContextManager[Any]] | None = None,
     written: Callable[[Path], object] | None = None,
     failed: Callable[[Path, str], object] | None = None,
@@ -135,17 +127,13 @@ def restore_files(
 
     Parameters
     ----------
-    model : Restorer
-        A trained restorer, in evaluation mode, on ``device``. A restorer that deconvolves with
-        the true kernel is refused: a photograph's kernel is unknown.
+    restorer : ImageRestorer
+        A trained model with its patch and sampler settings. A model that deconvolves with the
+        true kernel is refused: a photograph's kernel is unknown.
     pairs : sequence of (Path, Path)
         From :func:`restore_targets`; the output folder is created.
-    patch_size, overlap, batch_size, sampler
-        As :func:`diffdeblur.tiling.restore_image`; the training patch size is the natural one.
     seed : int
         Seed of every image's sampling noise: an image restores the same alone or in a batch.
-    device : torch.device or str
-        Where the network runs.
     progress : callable, optional
         ``progress(number, input, steps)`` (``number`` from 1 in ``pairs``) returns a context
         manager for one image whose value has an ``update()`` method, called once per sampling
@@ -161,8 +149,9 @@ def restore_files(
     Raises
     ------
     ValueError
-        For a true-kernel restorer, or patch settings that do not fit, before any file is read.
+        For a true-kernel restorer, before any file is read.
     """
+    model = restorer.model
     front = model.config.deconvolution
     if front is not None and front.kernel == "true":
         raise ValueError(
@@ -170,13 +159,7 @@ def restore_files(
             "non-blind upper bound): it cannot restore a photograph whose kernel is unknown; "
             "score it with diffdeblur evaluate on a csb-generate dataset"
         )
-    overlap = default_overlap(patch_size) if overlap is None else overlap
-    try:
-        PatchGrid(patch_size, patch_size, patch_size, overlap)
-    except ValueError as error:
-        raise ValueError(f"patch_size/overlap: {error}") from None
-    sampler = sampler or SamplerSpec()
-    steps = sampler.resolve(model.diffusion).steps if model.is_diffusion else 1
+    steps = restorer.steps
     report = RestoreReport()
     for folder in {target.parent for _, target in pairs}:
         folder.mkdir(parents=True, exist_ok=True)
@@ -194,15 +177,9 @@ def restore_files(
             continue
         with progress(number, source, steps) if progress else nullcontext() as bar:
             try:
-                restored = restore_image(
-                    model,
+                restored = restorer.restore_image(
                     image,
-                    patch_size=patch_size,
-                    overlap=overlap,
-                    batch_size=batch_size,
-                    sampler=sampler,
                     generator=torch.Generator().manual_seed(seed),
-                    device=device,
                     progress=None if bar is None else bar.update,
                 )
             except ValueError as error:  # e.g. an image of less than 2 x 2 px

@@ -63,6 +63,7 @@ from .losses import TrainingLoss, compare
 from .nafnet import NAFNet
 from .pixels import to_signed, to_unit
 from .samplers import SamplerSpec
+from .tiling import PatchGrid, default_overlap, in_batches, tiled_denoiser
 from .unet import UNet
 
 __all__ = ["Denoiser", "Restorer", "build_network", "restorer_config"]
@@ -430,12 +431,21 @@ class Restorer(nn.Module):
         generator: torch.Generator | None,
         progress: Callable[[], None] | None = None,
         kernel: Tensor | None = None,
+        patch_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
     ) -> Tensor:
-        """Restore a batch of blurred images in [-1, 1] whose size the network accepts.
+        """Restore a batch of blurred images in [-1, 1], whole or in overlapping patches.
+
+        With ``patch_size``, the networks run on overlapping patches whose predictions are
+        blended at every sampling step (:mod:`diffdeblur.tiling`); without, on the whole image,
+        which is the same path with a single patch. A deconvolution front end runs once on the
+        whole images, before they are cut: the kernel is estimated from all their pixels.
 
         Parameters
         ----------
         blurred : Tensor, shape (B, C, H, W)
+            Any H, W >= 1 (the networks pad internally).
         sampler : SamplerSpec, optional
             Sampler, steps and eta; default: the process's own sampler with its default steps
             (DDIM, 50 steps, eta 0 for Gaussian diffusion; the bridge's, 1 step). Unused by
@@ -447,16 +457,40 @@ class Restorer(nn.Module):
             Called once per sampling step.
         kernel : Tensor, shape (B or 1, K', K'), optional
             For a deconvolution front end: the kernels (:meth:`observe`).
+        patch_size : int, optional
+            Patch side in pixels (the training patch size is the natural one); default: the
+            whole image, one patch.
+        overlap : int, optional
+            Pixels shared by neighbouring patches, 0 <= overlap < patch_size [default:
+            :func:`~diffdeblur.tiling.default_overlap`].
+        batch_size : int, optional
+            Patches per network call, >= 1 (memory against speed; the result does not depend on
+            it) [default: every patch at once].
 
         Returns
         -------
         Tensor, shape (B, C, H, W), in [-1, 1]
+            With one patch covering the whole image, the same as without ``patch_size``.
         """
+        if blurred.ndim != 4:
+            raise ValueError(f"blurred must have shape (B, C, H, W), got {tuple(blurred.shape)}")
+        height, width = blurred.shape[-2:]
+        if patch_size is None:
+            grid = PatchGrid(height, width, max(height, width), 0)
+        else:
+            overlap = default_overlap(patch_size) if overlap is None else overlap
+            grid = PatchGrid(height, width, patch_size, overlap)
+        batch_size = blurred.shape[0] * len(grid) if batch_size is None else batch_size
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         observed = self.observe(blurred, kernel)
-        estimate = self.estimate(observed)
+        estimate = None
+        if self.regressor is not None:
+            estimate = grid.merge(in_batches(self.estimate, [grid.split(observed)], batch_size))
         if self.denoiser_net is None:
             return estimate.clamp(-1.0, 1.0)
-        denoiser = self.denoiser(self.conditioning(observed, estimate))
+        conditioning = self.conditioning(observed, estimate)
+        denoiser = tiled_denoiser(self.denoiser, conditioning, grid, batch_size)
         return self.sample(
             observed, estimate, denoiser, sampler=sampler, generator=generator, progress=progress
         )
@@ -474,8 +508,8 @@ class Restorer(nn.Module):
     ) -> Tensor:
         """Run the reverse process with a given network callable and return the restoration.
 
-        The part of :meth:`restore` after the networks are set up: :func:`restore_tiled
-        <diffdeblur.tiling.restore_tiled>` calls it with a denoiser that blends patches.
+        The part of :meth:`restore` after the networks are set up, over a denoiser that blends
+        patches (:func:`~diffdeblur.tiling.tiled_denoiser`).
 
         Parameters
         ----------

@@ -1,4 +1,7 @@
-"""Restoration of images of any size: overlapping patches blended at every sampling step.
+"""The patches that cover an image of any size, blended at every sampling step.
+
+:meth:`Restorer.restore <diffdeblur.restorer.Restorer.restore>` restores through them (the whole
+image is one patch); :class:`~diffdeblur.restoration.ImageRestorer` sets them for a model.
 
 The network is trained on square patches. An image of another size is covered with overlapping
 patches, and at every sampling step the noise predictions of all patches (run in batches) are
@@ -29,22 +32,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from .pixels import from_unit_range, to_signed, to_unit, unit_range
-from .restorer import Denoiser, Restorer
-from .samplers import SamplerSpec
+from .diffusion import Denoiser
 
 __all__ = [
     "PatchGrid",
     "default_overlap",
     "hann_weights",
+    "in_batches",
     "patch_starts",
-    "restore_image",
-    "restore_tiled",
-    "restore_tiled_any_channels",
+    "tiled_denoiser",
 ]
 
 
@@ -243,7 +242,7 @@ class PatchGrid:
             )
 
 
-def _in_batches(function: Callable[..., Tensor], inputs: list[Tensor], batch_size: int) -> Tensor:
+def in_batches(function: Callable[..., Tensor], inputs: list[Tensor], batch_size: int) -> Tensor:
     """``function(*chunks)`` over chunks of at most ``batch_size`` rows, concatenated."""
     rows = inputs[0].shape[0]
     outputs = [
@@ -253,192 +252,37 @@ def _in_batches(function: Callable[..., Tensor], inputs: list[Tensor], batch_siz
     return torch.cat(outputs)
 
 
-def _tiled_denoiser(
-    model: Restorer, conditioning: Tensor, grid: PatchGrid, batch_size: int
+def tiled_denoiser(
+    denoiser_for: Callable[[Tensor], Denoiser],
+    conditioning: Tensor,
+    grid: PatchGrid,
+    batch_size: int,
 ) -> Denoiser:
-    """eps(x_t, t) over the full image: per-patch predictions, blended with the grid's weights.
+    """A denoiser over the full image: per-patch predictions, blended with the grid's weights.
 
-    ``conditioning`` holds the full-size conditioning images (B, Cc, H, W); they are cut once.
+    Parameters
+    ----------
+    denoiser_for : callable
+        ``denoiser_for(conditioning_patches)`` is the network's denoiser for those patches
+        (:meth:`Restorer.denoiser <diffdeblur.restorer.Restorer.denoiser>`).
+    conditioning : Tensor, shape (B, Cc, H, W)
+        The full-size conditioning images; they are cut once.
+    grid : PatchGrid
+    batch_size : int
+        Patches per network call.
     """
     condition_patches = grid.split(conditioning)
     per_image = len(grid)
 
     def predict_patches(x_patches: Tensor, condition: Tensor, t_patches: Tensor) -> Tensor:
-        return model.denoiser(condition)(x_patches, t_patches)
+        return denoiser_for(condition)(x_patches, t_patches)
 
     def predict(x_t: Tensor, t: Tensor) -> Tensor:
         x_patches = grid.split(x_t)
         t_patches = t.repeat_interleave(per_image)
-        eps = _in_batches(predict_patches, [x_patches, condition_patches, t_patches], batch_size)
-        return grid.merge(eps)
+        prediction = in_batches(
+            predict_patches, [x_patches, condition_patches, t_patches], batch_size
+        )
+        return grid.merge(prediction)
 
     return predict
-
-
-@torch.no_grad()
-def restore_tiled(
-    model: Restorer,
-    blurred: Tensor,
-    *,
-    patch_size: int = 64,
-    overlap: int | None = None,
-    batch_size: int = 16,
-    sampler: SamplerSpec | None = None,
-    generator: torch.Generator | None,
-    progress: Callable[[], object] | None = None,
-    kernel: Tensor | None = None,
-) -> Tensor:
-    """Restore blurred images of any size by per-step blending of overlapping patches.
-
-    A deconvolution front end (:mod:`diffdeblur.restorer`, Deconvolution) runs once on the whole
-    images, before they are cut: the kernel is estimated from all their pixels.
-
-    Parameters
-    ----------
-    model : Restorer
-        A trained restorer, in evaluation mode.
-    blurred : Tensor, shape (B, C, H, W)
-        Blurred images in [-1, 1], any H, W >= 1, on the model's device.
-    patch_size : int
-        Patch side in pixels; the training patch size is the natural choice.
-    overlap : int, optional
-        Pixels shared by neighbouring patches, 0 <= overlap < patch_size [default:
-        :func:`default_overlap`].
-    batch_size : int
-        Patches per network call, >= 1 (memory against speed; the result does not depend on it).
-    sampler, generator, progress, kernel
-        As :meth:`Restorer.restore`.
-
-    Returns
-    -------
-    Tensor, shape (B, C, H, W), in [-1, 1]
-        With one patch covering the whole image, exactly what :meth:`Restorer.restore` returns.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from diffdeblur import Restorer, restorer_config
-    >>> model = Restorer(restorer_config("residual", "tiny")).eval()
-    >>> blurred = torch.zeros(1, 3, 40, 70)
-    >>> from diffdeblur.samplers import SamplerSpec
-    >>> restored = restore_tiled(model, blurred, patch_size=32, overlap=8,
-    ...                          sampler=SamplerSpec("ddim", steps=2),
-    ...                          generator=torch.Generator().manual_seed(0))
-    >>> restored.shape
-    torch.Size([1, 3, 40, 70])
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if blurred.ndim != 4:
-        raise ValueError(f"blurred must have shape (B, C, H, W), got {tuple(blurred.shape)}")
-    overlap = default_overlap(patch_size) if overlap is None else overlap
-    grid = PatchGrid(blurred.shape[-2], blurred.shape[-1], patch_size, overlap)
-    observed = model.observe(blurred, kernel)
-    estimate = None
-    if model.regressor is not None:
-        patches = _in_batches(model.estimate, [grid.split(observed)], batch_size)
-        estimate = grid.merge(patches)
-    if not model.is_diffusion:
-        return estimate.clamp(-1.0, 1.0)
-    denoiser = _tiled_denoiser(model, model.conditioning(observed, estimate), grid, batch_size)
-    return model.sample(
-        observed, estimate, denoiser, sampler=sampler, generator=generator, progress=progress
-    )
-
-
-def restore_tiled_any_channels(model: Restorer, blurred: Tensor, **options) -> Tensor:
-    """:func:`restore_tiled` for images whose channel count may differ from the model's.
-
-    A grey image restored by a colour model is replicated into R, G and B and the restored
-    channels are averaged; a colour image restored by a grey model is restored channel by
-    channel.
-
-    Parameters
-    ----------
-    model : Restorer
-        A trained restorer of 1 or 3 channels, in evaluation mode.
-    blurred : Tensor, shape (B, C, H, W)
-        Blurred images in [-1, 1], C = 1 or 3.
-    **options
-        The keyword arguments of :func:`restore_tiled`.
-
-    Returns
-    -------
-    Tensor, shape (B, C, H, W), in [-1, 1]
-    """
-    batch, channels, height, width = blurred.shape
-    model_channels = model.config.image_channels
-    if channels == model_channels:
-        return restore_tiled(model, blurred.contiguous(), **options)
-    if (channels, model_channels) == (1, 3):
-        colour = blurred.expand(-1, 3, -1, -1).contiguous()
-        return restore_tiled(model, colour, **options).mean(dim=1, keepdim=True)
-    if (channels, model_channels) == (3, 1):
-        planes = blurred.reshape(batch * 3, 1, height, width).contiguous()
-        return restore_tiled(model, planes, **options).reshape(batch, 3, height, width)
-    raise ValueError(f"a {model_channels}-channel model cannot restore {channels} channels")
-
-
-def restore_image(
-    model: Restorer,
-    image: np.ndarray,
-    *,
-    patch_size: int = 64,
-    overlap: int | None = None,
-    batch_size: int = 16,
-    sampler: SamplerSpec | None = None,
-    generator: torch.Generator | None,
-    device: torch.device | str = "cpu",
-    progress: Callable[[], object] | None = None,
-) -> np.ndarray:
-    """Restore one blurred image array of any size, keeping its shape, channels and bit depth.
-
-    Parameters
-    ----------
-    model : Restorer
-        A trained restorer, in evaluation mode, on ``device``.
-    image : ndarray, shape (H, W), (H, W, 1) or (H, W, 3)
-        ``uint8`` (0-255), ``uint16`` (0-65535), or float in [0, 1].
-    patch_size, overlap, batch_size, sampler, generator, progress
-        As :func:`restore_tiled`.
-    device : torch.device or str
-        Where the network runs.
-
-    Returns
-    -------
-    ndarray
-        Same shape and dtype as ``image``; integers rounded to the nearest level. A grey image
-        restored by a colour model is replicated into R, G and B and the restored channels are
-        averaged; colour restored by a grey model is restored channel by channel.
-
-    Examples
-    --------
-    >>> import numpy as np, torch
-    >>> from diffdeblur import Restorer, restorer_config
-    >>> model = Restorer(restorer_config("regression", "tiny")).eval()
-    >>> image = np.full((21, 37), 128, dtype=np.uint8)
-    >>> restored = restore_image(model, image, patch_size=16, overlap=4,
-    ...                          generator=torch.Generator().manual_seed(0))
-    >>> restored.shape, restored.dtype
-    ((21, 37), dtype('uint8'))
-    """
-    array = np.asarray(image)
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
-        raise ValueError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got {array.shape}")
-    if np.issubdtype(array.dtype, np.integer) and array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"integer images must be uint8 or uint16, got {array.dtype}")
-    channels = 1 if array.ndim == 2 else array.shape[2]
-    hwc = unit_range(array.reshape(array.shape[0], array.shape[1], channels))
-    signed = to_signed(torch.from_numpy(hwc).permute(2, 0, 1)).to(device)
-    restored = restore_tiled_any_channels(
-        model,
-        signed[None],
-        patch_size=patch_size,
-        overlap=overlap,
-        batch_size=batch_size,
-        sampler=sampler,
-        generator=generator,
-        progress=progress,
-    )
-    result = to_unit(restored[0].float().cpu()).clamp(0, 1).permute(1, 2, 0).numpy()
-    return from_unit_range(result, array.dtype).reshape(array.shape)

@@ -46,6 +46,7 @@ from .config import (
     KERNEL_SOURCES,
     PARAMETRISATIONS,
     PREDICTIONS,
+    ConfigError,
     DeconvolutionConfig,
     DiffusionConfig,
     UNetConfig,
@@ -251,21 +252,23 @@ class TrainConfig:
         )
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-        if self.lr <= 0 or self.residual_scale <= 0:
-            raise ValueError("--lr and --residual-scale must be > 0")
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "residual_scale"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
-            raise ValueError("--ema-decay must be in [0, 1)")
+            raise ConfigError("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         if not 0 < self.validation_fraction < 1:
-            raise ValueError("--validation-fraction must be in (0, 1)")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or self.workers < 0:
-            raise ValueError("--warmup-steps, --grad-clip and --workers must be >= 0")
-        if self.budget_minutes is not None and self.budget_minutes <= 0:
-            raise ValueError("--budget-minutes must be > 0")
+            raise ConfigError(
+                "validation_fraction", f"must be in (0, 1), got {self.validation_fraction}"
+            )
+        for name in ("warmup_steps", "grad_clip", "workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.budget_minutes is not None and not self.budget_minutes > 0:
+            raise ConfigError("budget_minutes", f"must be > 0, got {self.budget_minutes}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("--max-steps must be >= 1")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError("--device must be auto, cpu or cuda")
+            raise ConfigError("max_steps", f"must be >= 1, got {self.max_steps}")
         choices = {
             "prediction": PREDICTIONS,
             "loss": LOSSES,
@@ -273,34 +276,36 @@ class TrainConfig:
             "precision": PRECISIONS,
             "parametrisation": PARAMETRISATIONS,
             "deconvolve": ("none", *KERNEL_SOURCES),
+            "device": ("auto", "cpu", "cuda"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
-                    f"got {getattr(self, name)!r}"
+                raise ConfigError(
+                    name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
                 )
         if self.blurred_skip and (self.parametrisation != "sharp" or self.prediction == "eps"):
-            raise ValueError(
-                "--blurred-skip applies to --parametrisation sharp with --prediction x0 or v"
+            raise ConfigError(
+                "blurred_skip", "applies to `parametrisation` sharp with `prediction` x0 or v"
             )
-        if self.bridge_noise < 0:
-            raise ValueError("--bridge-noise must be >= 0")
+        if not self.bridge_noise >= 0:
+            raise ConfigError("bridge_noise", f"must be >= 0, got {self.bridge_noise}")
         if not self.lpips_loss_weight >= 0:
-            raise ValueError("--lpips-loss-weight must be >= 0")
+            raise ConfigError("lpips_loss_weight", f"must be >= 0, got {self.lpips_loss_weight}")
         if self.lpips_loss_weight > 0 and self.parametrisation not in ("bridge", "regression"):
-            raise ValueError(
-                "--lpips-loss-weight applies to --parametrisation bridge or regression, whose "
-                f"network outputs the sharp image, not to {self.parametrisation}"
+            raise ConfigError(
+                "lpips_loss_weight",
+                "applies to `parametrisation` bridge or regression, whose network outputs the "
+                f"sharp image, not to {self.parametrisation}",
             )
         if self.threads is not None and self.threads < 1:
-            raise ValueError("--threads must be >= 1")
+            raise ConfigError("threads", f"must be >= 1, got {self.threads}")
         settable = {f.name for f in fields(UNetConfig)} - {"in_channels", "out_channels"}
         unknown = sorted(set(self.unet_overrides) - settable)
         if unknown:
-            raise ValueError(
-                f"unet_overrides: {', '.join(unknown)} cannot be set; the fields that can are "
-                f"{', '.join(sorted(settable))}"
+            raise ConfigError(
+                "unet_overrides",
+                f"{', '.join(unknown)} cannot be set; the fields that can are "
+                f"{', '.join(sorted(settable))}",
             )
         # Tuples, as UNetConfig holds them, so that a resumed run compares equal.
         overrides = {
@@ -404,8 +409,8 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
         if name not in RESUMABLE_CHANGES and saved.get(name) != getattr(config, name)
     ]
     if changed:
-        details = ", ".join(f"{n}: {saved.get(n)!r} -> {getattr(config, n)!r}" for n in changed)
-        raise ValueError(f"--resume: options differ from the run in {path}: {details}")
+        details = ", ".join(f"`{n}` {saved.get(n)!r} -> {getattr(config, n)!r}" for n in changed)
+        raise ConfigError("resume", f"options differ from the run in {path}: {details}")
 
 
 def _start_from(init: str, restorer: Restorer, ema: nn.Module, device: torch.device) -> None:
@@ -415,12 +420,13 @@ def _start_from(init: str, restorer: Restorer, ema: nn.Module, device: torch.dev
     source = restorer_from_checkpoint(load_checkpoint(path, device), path)
     if source.config != restorer.config:
         saved = source.config
-        raise ValueError(
-            f"--init {init}: that model is a {saved.unet.base_channels}-channel "
+        raise ConfigError(
+            "init",
+            f"{init}: that model is a {saved.unet.base_channels}-channel "
             f"{saved.parametrisation} network, this run builds a "
             f"{restorer.config.parametrisation} network of {restorer.config.unet.base_channels} "
             "channels, or they differ in another option; pass the options it was trained with "
-            "(`diffdeblur models` and docs/models.md list them)"
+            "(`diffdeblur models` and docs/models.md list them)",
         )
     restorer.load_state_dict(source.state_dict())
     ema.load_state_dict(source.state_dict())
@@ -455,20 +461,22 @@ def _grid_batch(dataset, count: int) -> dict[str, torch.Tensor]:
 
 
 def _deconvolution(config: TrainConfig, dataset) -> DeconvolutionConfig | None:
-    """The front end ``--deconvolve`` asks for, sized to the dataset's kernels."""
+    """The front end ``config.deconvolve`` asks for, sized to the dataset's kernels."""
     if config.deconvolve == "none":
         return None
     kernel_size = getattr(dataset, "kernel_size", None)
     if kernel_size is None:
-        raise ValueError(
-            f"--deconvolve {config.deconvolve} learns from stored kernels, and {config.data} "
-            "(a GoPro-style folder) has none: train it on a csb-generate dataset"
+        raise ConfigError(
+            "deconvolve",
+            f"{config.deconvolve} learns from stored kernels, and {config.data} "
+            "(a GoPro-style folder) has none: train it on a csb-generate dataset",
         )
     if config.deconvolve == "estimated" and config.patch_size < kernel_size:
-        raise ValueError(
-            f"--patch-size {config.patch_size} is smaller than the {kernel_size} px kernels of "
+        raise ConfigError(
+            "patch_size",
+            f"{config.patch_size} is smaller than the {kernel_size} px kernels of "
             f"{config.data}: the kernel estimator's re-blur loss compares the pixels whose whole "
-            f"neighbourhood lies in the patch, so pass --patch-size {kernel_size} or more"
+            f"neighbourhood lies in the patch, so set `patch_size` to {kernel_size} or more",
         )
     return DeconvolutionConfig(kernel_size=kernel_size, kernel=config.deconvolve)
 
@@ -578,14 +586,15 @@ class Trainer:
     def _check_run_folder(self, resume: bool) -> None:
         out, checkpoint = self.out, self.checkpoint_path
         if checkpoint.exists() and not resume:
-            raise ValueError(
-                f"{out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it or "
-                "choose another --out"
+            raise ConfigError(
+                "out",
+                f"{out} already holds a run ({CHECKPOINT_NAME}); pass `resume` to continue it or "
+                "choose another `out`",
             )
         if resume and not checkpoint.exists():
-            raise ValueError(f"--resume: {checkpoint} does not exist")
+            raise ConfigError("resume", f"{checkpoint} does not exist")
         if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} is a file, not a folder")
+            raise ConfigError("out", f"{out} is a file, not a folder")
 
     def _open_data(self) -> None:
         config = self.config
@@ -659,17 +668,19 @@ class Trainer:
         self.step = int(state.step)
         saved_data = state.data_fingerprint  # None in checkpoints of older versions
         if saved_data is not None and saved_data != self.dataset.fingerprint:
-            raise ValueError(
-                f"--resume: --data {config.data} holds other data than the run in {path} was "
+            raise ConfigError(
+                "resume",
+                f"`data` {config.data} holds other data than the run in {path} was "
                 f"trained on (dataset fingerprints {saved_data[:12]}… and "
                 f"{self.dataset.fingerprint[:12]}…); the same dataset moved or copied elsewhere "
-                "is fine"
+                "is fine",
             )
         saved_world = len(state.rng["noise"])
         if saved_world != context.world:
-            raise ValueError(
-                f"--resume: the run in {path} used {saved_world} process(es); resume it with "
-                f"the same number (this run has {context.world})"
+            raise ConfigError(
+                "resume",
+                f"the run in {path} used {saved_world} process(es); resume it with "
+                f"the same number (this run has {context.world})",
             )
         self.noise.set_state(state.rng["noise"][context.rank].cpu())
         torch.set_rng_state(state.rng["torch"][context.rank].cpu())
@@ -678,12 +689,15 @@ class Trainer:
         config, world = self.config, self.context.world
         self.per_rank = config.batch_size // world
         if self.per_rank * world != config.batch_size:
-            raise ValueError(
-                f"--batch-size {config.batch_size} must be a multiple of the {world} processes"
+            raise ConfigError(
+                "batch_size", f"{config.batch_size} must be a multiple of the {world} processes"
             )
         self.steps_per_epoch = config.samples_per_epoch // config.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError("--samples-per-epoch must be at least --batch-size")
+            raise ConfigError(
+                "samples_per_epoch",
+                f"{config.samples_per_epoch} must be at least `batch_size` {config.batch_size}",
+            )
         self.total_steps = config.epochs * self.steps_per_epoch
         # float16's narrow range needs the loss scaled; bfloat16 has float32's range.
         fp16 = self.precision == "fp16"
@@ -739,15 +753,15 @@ class Trainer:
                     f"warning: at this rate the {self.horizon - step} steps left "
                     f"({config.epochs} epochs of {config.samples_per_epoch} samples, "
                     f"{config.variant}) take about {_duration(hours)} on this CPU. For a CPU "
-                    "run pass a budget, e.g. --budget-minutes 30, and a small network, "
-                    "--variant tiny (the CPU recipe at the top of docs/diffdeblur.md)"
+                    "run pass a budget, e.g. `budget_minutes` 30, and a small network, "
+                    "`variant` tiny (the CPU recipe at the top of docs/diffdeblur.md)"
                 )
         # A fine-tuning run (--init) starts from a trained model: a few steps are its point.
         if config.init is None and self.horizon - step + run_steps < FEW_STEPS:
             self.say(
                 f"warning: this run will take only about {self.horizon - step + run_steps} "
                 f"steps; a model trained for fewer than {FEW_STEPS} steps is barely trained. "
-                "Raise --budget-minutes, or pick a smaller --variant"
+                "Raise `budget_minutes`, or pick a smaller `variant`"
             )
 
     def log(self, epoch: int, loss: torch.Tensor, parts: dict[str, float]) -> None:
@@ -856,7 +870,7 @@ class Trainer:
             )
             raise NonFiniteLoss(
                 f"the loss is {float(loss.detach())} at step {self.step}; stopped, {kept}. "
-                "Check the data, lower --lr or enable --grad-clip"
+                "Check the data, lower `lr` or enable `grad_clip`"
             )
         self.optimiser.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
