@@ -253,15 +253,23 @@ def test_the_comparison_runs_on_table_4_noisy_data(tmp_path, lpips_weights):
     out = tmp_path / "results"
     _run([ROOT / "experiments" / "parametrisations.py", "--rows", "regression", "--psf-size",
           "16", "--noise", "4", "48000", "--max-steps", "2", "--train-count", "8",
-          "--test-count", "2", "--sampling-steps", "1", "--extra-photographs", "none",
-          "--threads", "1", "--lpips-weights", lpips_weights, "--work", tmp_path / "w",
-          "--out", out])  # fmt: skip
-    for folder in ("train", "test"):
+          "--test-count", "2", "--held-in-count", "3", "--sampling-steps", "1",
+          "--extra-photographs", "none", "--threads", "1", "--lpips-weights", lpips_weights,
+          "--work", tmp_path / "w", "--out", out])  # fmt: skip
+    for folder in ("train", "test", "held-in"):
         for sample in open_dataset(tmp_path / "w" / folder):
             assert (sample["sigma"], sample["lam"], sample["exposure"]) == (4, 48000, 1)
-    assert (out / "results.md").read_text().startswith("PSF 16 px, σ = 4, λ = 48000; 2 steps")
-    rows = json.loads((out / "results.json").read_text())["rows"]
-    assert rows["regression"]["steps_trained"] == 2
+    table = (out / "results.md").read_text()
+    assert table.startswith("PSF 16 px, σ = 4, λ = 48000; 2 steps")
+    results = json.loads((out / "results.json").read_text())
+    assert results["rows"]["regression"]["steps_trained"] == 2
+    # The held-in crops are new crops of the training photographs, not of the test ones.
+    train, held_in = (open_dataset(tmp_path / "w" / f).manifest for f in ("train", "held-in"))
+    assert held_in["sources"] == train["sources"] and held_in["options"]["seed"] == 2
+    assert len(open_dataset(tmp_path / "w" / "held-in")) == 3
+    assert set(results["held_in"]) == {"blurred", "wiener", "regression"}
+    assert "### Held-in photographs: 3 new crops of the training photographs" in table
+    assert "| regression | " in table.split("### Held-in")[1]
 
 
 def test_the_kernel_estimator_alone_runs_and_scores_its_marks(tmp_path):
