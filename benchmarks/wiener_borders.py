@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from csb_generator import open_dataset
+from diffdeblur.metrics import psnr_from_mse
 from diffdeblur.wiener import tune_wiener_balance, wiener_deconvolve
 
 #: name -> csb-generate options (all: 64 px crops from the built-in photographs, RGB).
@@ -72,7 +73,7 @@ def _generate(options: list[str], count: int, out: Path) -> None:
 
 
 def _psnr(restored: np.ndarray, sharp: np.ndarray) -> float:
-    return float(10 * np.log10(1 / np.mean((restored.astype(np.float64) - sharp) ** 2)))
+    return psnr_from_mse(float(np.mean((restored.astype(np.float64) - sharp) ** 2)))
 
 
 def _scores(restored: np.ndarray, sharp: np.ndarray) -> tuple[float, float, float]:

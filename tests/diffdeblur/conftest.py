@@ -141,10 +141,11 @@ def torchrun_cli() -> Path:
 def tiny_checkpoint(csb_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real checkpoint of the tiny residual model (20 diffusion steps, 32 px patches) after
     two optimiser steps on :func:`csb_dataset`: fast to sample, genuinely trained."""
-    from diffdeblur.train import TrainConfig, train
+    from diffdeblur.train import train
+    from diffdeblur.train_config import TrainConfig
 
     out = tmp_path_factory.mktemp("tiny-run")
-    config = TrainConfig(
+    config = TrainConfig.from_options(
         data=str(csb_dataset),
         out=str(out),
         parametrisation="residual",

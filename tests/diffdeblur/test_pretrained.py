@@ -22,7 +22,8 @@ from diffdeblur.pretrained import (
 )
 from diffdeblur.restoration import ImageRestorer
 from diffdeblur.samplers import SamplerSpec
-from diffdeblur.train import TrainConfig, train
+from diffdeblur.train import train
+from diffdeblur.train_config import TrainConfig
 
 
 def test_every_bundled_model_ships_with_the_package():
@@ -109,7 +110,7 @@ def _fine_tune_config(data: Path, out: Path, init: str | None, **changes) -> Tra
         validation_fraction=0.25, validation_images=2, validation_steps=2, device="cpu",
         precision="fp32", threads=1, lr=1e-12, warmup_steps=0, init=init,
     )  # fmt: skip
-    return TrainConfig(**{**options, **changes})
+    return TrainConfig.from_options(**{**options, **changes})
 
 
 def test_init_starts_from_the_models_ema_weights(csb_dataset, tiny_checkpoint, tmp_path):

@@ -14,7 +14,6 @@ import json
 import math
 import shutil
 import statistics
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,8 @@ from csb_generator import DatasetFormatError
 from diffdeblur.checkpoint import load_checkpoint, load_restorer, save_checkpoint
 from diffdeblur.config import ConfigError, DiffusionConfig, RestorerConfig
 from diffdeblur.restorer import restorer_config
-from diffdeblur.train import (
-    FEW_STEPS,
-    PLAN_STEPS,
-    NonFiniteLoss,
-    TrainConfig,
-    _learning_rate,
-    train,
-)
+from diffdeblur.train import FEW_STEPS, PLAN_STEPS, NonFiniteLoss, _learning_rate, train
+from diffdeblur.train_config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -68,7 +61,7 @@ def _config(data: Path, out: Path, **overrides) -> TrainConfig:
         "threads": 1,
     }
     options.update(overrides)
-    return TrainConfig(data=str(data), out=str(out), **options)
+    return TrainConfig.from_options(data=str(data), out=str(out), **options)
 
 
 def _train(config: TrainConfig, **kwargs):
@@ -163,9 +156,9 @@ def test_regression_overfits_a_handful_of_patches(small_dataset, tmp_path):
 
 
 def _interrupted_then_resumed(config: TrainConfig, stop: dict) -> tuple:
-    first = _train(replace(config, **stop))
+    first = _train(config.replace(**stop))
     assert first.stopped_by in ("max_steps", "budget")
-    state = load_checkpoint(Path(config.out) / "checkpoint.pt")
+    state = load_checkpoint(Path(config.run.out) / "checkpoint.pt")
     assert state["step"] == first.step
     second = _train(config, resume=True)
     return first, second
@@ -176,7 +169,7 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one(
     reference, csb_dataset, tmp_path, stop_after
 ):
     ref_config, ref_result, ref_state, ref_records = reference
-    config = replace(ref_config, out=str(tmp_path / "run"))
+    config = ref_config.replace(out=str(tmp_path / "run"))
     first, second = _interrupted_then_resumed(config, {"max_steps": stop_after})
     assert (first.step, first.stopped_by) == (stop_after, "max_steps")
     assert (second.step, second.stopped_by) == (TOTAL, "finished")
@@ -185,35 +178,35 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one(
     assert second.last_loss == ref_result.last_loss
     # The log of the two parts is the log of the uninterrupted run (timings aside).
     timing = ("samples_per_s", "elapsed_s")
-    strip = [{k: v for k, v in r.items() if k not in timing} for r in _log(Path(config.out))]
+    strip = [{k: v for k, v in r.items() if k not in timing} for r in _log(Path(config.run.out))]
     assert strip == [{k: v for k, v in r.items() if k not in timing} for r in ref_records]
 
 
 def test_a_resumed_run_logs_each_step_once_after_a_kill(reference, tmp_path):
     ref_config, _, _, ref_records = reference
-    config = replace(ref_config, out=str(tmp_path / "run"))
-    _train(replace(config, max_steps=3))
+    config = ref_config.replace(out=str(tmp_path / "run"))
+    _train(config.replace(max_steps=3))
     # What a kill after the checkpoint leaves: steps the checkpoint does not hold, then half a
     # line.
-    log = Path(config.out) / "log.jsonl"
+    log = Path(config.run.out) / "log.jsonl"
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({**ref_records[3], "step": 4}) + "\n" + '{"step": 5, "lo')
     _train(config, resume=True)
-    assert [record["step"] for record in _log(Path(config.out))] == list(range(1, TOTAL + 1))
+    assert [record["step"] for record in _log(Path(config.run.out))] == list(range(1, TOTAL + 1))
 
 
 def test_resume_takes_the_same_data_moved_and_refuses_other_data(
     reference, csb_dataset, small_dataset, tmp_path
 ):
     ref_config, _, ref_state, _ = reference
-    config = replace(ref_config, out=str(tmp_path / "run"), max_steps=3)
+    config = ref_config.replace(out=str(tmp_path / "run"), max_steps=3)
     _train(config)
-    other = replace(config, data=str(small_dataset), max_steps=None)
+    other = config.replace(data=str(small_dataset), max_steps=None)
     with pytest.raises(ValueError, match="holds other data than the run"):
         _train(other, resume=True)
     moved = tmp_path / "moved"
     shutil.copytree(csb_dataset, moved)
-    resumed = _train(replace(config, data=str(moved), max_steps=None), resume=True)
+    resumed = _train(config.replace(data=str(moved), max_steps=None), resume=True)
     assert resumed.step == TOTAL
     _assert_same_training_state(load_checkpoint(resumed.checkpoint), ref_state)
 
@@ -223,7 +216,7 @@ def test_resume_with_dataloader_workers_is_exact(reference, tmp_path):
     """Two loader processes give the samples of none: stopped, resumed and compared with the
     reference run (which used no workers)."""
     ref_config, _, ref_state, _ = reference
-    config = replace(ref_config, out=str(tmp_path / "run"), workers=2)
+    config = ref_config.replace(out=str(tmp_path / "run"), workers=2)
     first, second = _interrupted_then_resumed(config, {"max_steps": 3})
     assert first.step == 3
     assert second.step == TOTAL
@@ -232,7 +225,7 @@ def test_resume_with_dataloader_workers_is_exact(reference, tmp_path):
 
 def test_budget_stops_with_a_checkpoint_and_resuming_finishes_exactly(reference, tmp_path):
     ref_config, _, ref_state, _ = reference
-    config = replace(ref_config, out=str(tmp_path / "run"))
+    config = ref_config.replace(out=str(tmp_path / "run"))
     first, second = _interrupted_then_resumed(config, {"budget_minutes": 0.001})
     assert first.stopped_by == "budget"
     assert 1 <= first.step < TOTAL
@@ -245,7 +238,7 @@ def test_resuming_a_finished_run_with_more_epochs_continues_it(reference, tmp_pa
     out = tmp_path / "run"
     out.mkdir()
     shutil.copy(ref_result.checkpoint, out / "checkpoint.pt")
-    config = replace(ref_config, out=str(out), epochs=EPOCHS + 1)
+    config = ref_config.replace(out=str(out), epochs=EPOCHS + 1)
     result = _train(config, resume=True)
     assert (result.step, result.total_steps) == (TOTAL + STEPS_PER_EPOCH, TOTAL + STEPS_PER_EPOCH)
     state = load_checkpoint(result.checkpoint)
@@ -278,7 +271,7 @@ def test_mixed_precision_on_cpu_trains_float32_weights(csb_dataset, tmp_path):
     config = _config(
         csb_dataset, tmp_path / "run", parametrisation="refine", precision="bf16", epochs=1
     )
-    config = replace(config, samples_per_epoch=8)
+    config = config.replace(samples_per_epoch=8)
     result = _train(config, on_log=records.append)
     assert (result.step, result.stopped_by) == (2, "finished")
     assert {"loss", "diffusion", "regression"} <= set(records[-1])
@@ -293,9 +286,9 @@ def test_mixed_precision_on_cpu_trains_float32_weights(csb_dataset, tmp_path):
 def test_bf16_training_stops_and_resumes_exactly(reference, tmp_path):
     """bfloat16 autocast is deterministic on a CPU: stopped and resumed equals uninterrupted."""
     ref_config, _, _, _ = reference
-    bf16 = replace(ref_config, precision="bf16", parametrisation="bridge")
-    whole = _train(replace(bf16, out=str(tmp_path / "whole")))
-    parts = replace(bf16, out=str(tmp_path / "parts"))
+    bf16 = ref_config.replace(precision="bf16", parametrisation="bridge")
+    whole = _train(bf16.replace(out=str(tmp_path / "whole")))
+    parts = bf16.replace(out=str(tmp_path / "parts"))
     first, second = _interrupted_then_resumed(parts, {"max_steps": 3})
     assert (first.step, second.step) == (3, TOTAL)
     _assert_same_training_state(
@@ -324,7 +317,7 @@ def test_the_blind_deconvolution_restorer_trains_its_kernel_and_resumes_exactly(
         assert any(key.startswith(prefix) for key in model), prefix
     # The balance learned from the restoration loss, through the differentiable Wiener filter.
     assert model["wiener.log_balance"].item() != pytest.approx(math.log(2e-4), abs=1e-7)
-    parts = replace(config, out=str(tmp_path / "parts"))
+    parts = config.replace(out=str(tmp_path / "parts"))
     first_part, second = _interrupted_then_resumed(parts, {"max_steps": 3})
     assert (first_part.step, second.step) == (3, TOTAL)
     _assert_same_training_state(load_checkpoint(second.checkpoint), state)
@@ -348,7 +341,7 @@ def test_compile_compiles_the_training_networks_in_place(csb_dataset, tmp_path, 
     result = _train(config)
     assert sorted(compiled) == ["KernelEstimator", "UNet"]
     assert result.step == 2 and math.isfinite(result.last_loss)
-    plain = _train(replace(config, out=str(tmp_path / "plain"), compile=False))
+    plain = _train(config.replace(out=str(tmp_path / "plain"), compile=False))
     assert load_checkpoint(result.checkpoint)["model"].keys() == (
         load_checkpoint(plain.checkpoint)["model"].keys()
     )
@@ -387,23 +380,23 @@ def test_a_cpu_run_without_a_budget_says_how_long_its_epochs_would_take(csb_data
     assert "`budget_minutes` 30" in lines[-1] and "`variant` tiny" in lines[-1]
     # With a budget the plan gives the steps it allows instead, and no such warning.
     lines.clear()
-    budgeted = replace(config, out=str(tmp_path / "budget"), budget_minutes=1e-4)
+    budgeted = config.replace(out=str(tmp_path / "budget"), budget_minutes=1e-4)
     _train(budgeted, notify=notify)
     assert not any(line.startswith("warning: at this rate") for line in lines)
 
 
 def test_cosine_learning_rate_warms_up_then_decays_to_zero_at_the_horizon(tmp_path):
-    config = TrainConfig(
+    config = TrainConfig.from_options(
         data=str(tmp_path), out=str(tmp_path), lr=1.0, warmup_steps=10, lr_schedule="cosine"
     )
-    rates = [_learning_rate(config, step, horizon=110) for step in range(111)]
+    rates = [_learning_rate(config.optimisation, step, horizon=110) for step in range(111)]
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
     assert rates[10] == pytest.approx(1.0)
     assert rates[60] == pytest.approx(0.5)  # half way through the decay
     assert rates[110] == pytest.approx(0.0, abs=1e-12)
     assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
-    constant = replace(config, lr_schedule="constant")
-    assert _learning_rate(constant, 100, horizon=110) == 1.0
+    constant = config.replace(lr_schedule="constant")
+    assert _learning_rate(constant.optimisation, 100, horizon=110) == 1.0
 
 
 # --- stopping on a non-finite loss -----------------------------------------------------------
@@ -438,12 +431,12 @@ def test_data_turned_nan_is_refused_and_the_checkpoint_kept_unchanged(
     shard, and the checkpoint and log keep step 2."""
     out = tmp_path / "run"
     good = _config(csb_dataset, out, checkpoint_every=1)
-    assert _train(replace(good, max_steps=2)).step == 2
+    assert _train(good.replace(max_steps=2)).step == 2
     checkpoint = out / "checkpoint.pt"
     before = checkpoint.read_bytes()
     log_before = (out / "log.jsonl").read_text()
     with pytest.raises(DatasetFormatError, match=r"shard-0000\d\.h5: sample \d+: 'blurred'"):
-        _train(replace(good, data=str(poisoned_dataset)), resume=True)
+        _train(good.replace(data=str(poisoned_dataset)), resume=True)
     assert checkpoint.read_bytes() == before
     assert load_checkpoint(checkpoint)["step"] == 2
     assert (out / "log.jsonl").read_text() == log_before
@@ -471,16 +464,18 @@ def test_a_custom_unet_trains_resumes_and_loads(csb_dataset, tmp_path):
     assert (unet.base_channels, unet.channel_mult, unet.num_res_blocks) == (16, (1, 2), 2)
     assert unet.attention_factors == (2,)
     assert unet.in_channels == 6  # the bridge's x_t and blurred image: set by the parametrisation
-    resumed = _train(replace(config, epochs=2), resume=True)
+    resumed = _train(config.replace(epochs=2), resume=True)
     assert resumed.step == 2 * result.step
     with pytest.raises(ValueError, match="unet_overrides"):
-        _train(replace(config, epochs=3, unet_overrides={"base_channels": 16}), resume=True)
+        _train(config.replace(epochs=3, unet_overrides={"base_channels": 16}), resume=True)
 
 
 @pytest.mark.parametrize("overrides", [{"in_channels": 9}, {"width": 64}])
 def test_unet_overrides_refuses_what_it_cannot_set(tmp_path, overrides):
     with pytest.raises(ValueError, match=f"unet_overrides: {next(iter(overrides))} cannot be set"):
-        TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), unet_overrides=overrides)
+        TrainConfig.from_options(
+            data=str(tmp_path), out=str(tmp_path / "run"), unet_overrides=overrides
+        )
 
 
 @pytest.mark.parametrize(
@@ -498,7 +493,7 @@ def test_a_bad_setting_is_named_by_its_field_not_a_flag(tmp_path, setting, value
     """The library speaks in its own words; the command line maps them to its flags (the CLI
     tests check those messages)."""
     with pytest.raises(ConfigError) as raised:
-        TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), **{setting: value})
+        TrainConfig.from_options(data=str(tmp_path), out=str(tmp_path / "run"), **{setting: value})
     assert (raised.value.option, raised.value.reason) == (setting, reason)
     assert str(raised.value) == f"{setting}: {reason}"
     assert "--" not in str(raised.value)
@@ -516,13 +511,13 @@ def test_a_run_saved_before_an_option_existed_resumes_with_its_default(reference
         del state["train"][added]
     save_checkpoint(out / "checkpoint.pt", state)
     with pytest.raises(ValueError, match=r"`prediction` 'eps' -> 'v'"):
-        _train(replace(ref_config, out=str(out)), resume=True)
+        _train(ref_config.replace(out=str(out)), resume=True)
     state["train"]["prediction"] = "v"
     save_checkpoint(out / "checkpoint.pt", state)
-    resumed = _train(replace(ref_config, out=str(out), epochs=EPOCHS + 1), resume=True)
+    resumed = _train(ref_config.replace(out=str(out), epochs=EPOCHS + 1), resume=True)
     assert resumed.step == TOTAL + STEPS_PER_EPOCH
     with pytest.raises(ValueError, match="deconvolve"):
-        _train(replace(ref_config, out=str(out), deconvolve="true"), resume=True)
+        _train(ref_config.replace(out=str(out), deconvolve="true"), resume=True)
 
 
 def test_run_folder_conflicts_are_refused(reference, tmp_path):
@@ -531,26 +526,26 @@ def test_run_folder_conflicts_are_refused(reference, tmp_path):
     out.mkdir()
     shutil.copy(ref_result.checkpoint, out / "checkpoint.pt")
     before = (out / "checkpoint.pt").read_bytes()
-    config = replace(ref_config, out=str(out))
+    config = ref_config.replace(out=str(out))
 
     with pytest.raises(ValueError, match="already holds a run"):
         _train(config)
     with pytest.raises(ValueError, match=r"(?s)options differ.*\blr\b"):
-        _train(replace(config, lr=2e-3), resume=True)
+        _train(config.replace(lr=2e-3), resume=True)
     with pytest.raises(ValueError, match="parametrisation"):
-        _train(replace(config, parametrisation="refine"), resume=True)
+        _train(config.replace(parametrisation="refine"), resume=True)
     with pytest.raises(ValueError, match="batch_size"):
-        _train(replace(config, batch_size=8), resume=True)
+        _train(config.replace(batch_size=8), resume=True)
     assert (out / "checkpoint.pt").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
 
     with pytest.raises(ValueError, match="resume: "):
-        _train(replace(config, out=str(tmp_path / "empty")), resume=True)
+        _train(config.replace(out=str(tmp_path / "empty")), resume=True)
     assert not (tmp_path / "empty").exists()
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     with pytest.raises(ValueError, match="a-file"):
-        _train(replace(config, out=str(a_file)))
+        _train(config.replace(out=str(a_file)))
     assert a_file.read_text() == "x"
 
 
@@ -592,8 +587,31 @@ def test_bad_data_is_refused_before_anything_is_written(csb_dataset, tmp_path):
 )
 def test_train_config_refuses_bad_values(tmp_path, option, value):
     with pytest.raises(ConfigError) as raised:
-        TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), **{option: value})
+        TrainConfig.from_options(data=str(tmp_path), out=str(tmp_path / "run"), **{option: value})
     assert raised.value.option == option
+
+
+def test_the_options_are_grouped_and_each_is_addressed_by_its_flat_name(tmp_path):
+    from diffdeblur.cli import main
+    from diffdeblur.train_config import DataOptions, RestorerOptions, RunOptions
+
+    config = TrainConfig.from_options(
+        data=str(tmp_path), out=str(tmp_path / "run"), lr=1e-3, patch_size=32, variant="tiny",
+        seed=3, budget_minutes=2.0,
+    )  # fmt: skip
+    assert config.data == DataOptions(str(tmp_path), patch_size=32)
+    assert config.restorer == RestorerOptions(variant="tiny")
+    assert config.run == RunOptions(str(tmp_path / "run"), seed=3, budget_minutes=2.0)
+    assert config.optimisation.lr == 1e-3
+    assert TrainConfig.from_options(**config.options()) == config
+    changed = config.replace(lr=2e-3, data="elsewhere")
+    assert (changed.optimisation.lr, changed.data.folder) == (2e-3, "elsewhere")
+    assert (changed.restorer, changed.run) == (config.restorer, config.run)
+    # The command line offers every option, under the same names.
+    flags = {p.name for p in main.commands["train"].params} - {"resume", "quiet"}
+    assert flags == set(config.options()) - {"unet_overrides"}
+    with pytest.raises(TypeError, match="not training options: learning_rate"):
+        TrainConfig.from_options(data="d", out="o", learning_rate=1.0)
 
 
 # --- logs and pictures -----------------------------------------------------------------------
@@ -601,7 +619,7 @@ def test_train_config_refuses_bad_values(tmp_path, option, value):
 
 def test_log_lines_describe_every_step(reference):
     config, result, _, records = reference
-    out = Path(config.out)
+    out = Path(config.run.out)
     log = _log(out)
     assert log == records
     assert [record["step"] for record in log] == list(range(1, TOTAL + 1))
@@ -614,7 +632,8 @@ def test_log_lines_describe_every_step(reference):
         assert record["samples_per_s"] > 0
         assert record["epoch"] == (record["step"] - 1) // STEPS_PER_EPOCH
         # Linear warm-up over 3 steps, then the configured rate.
-        expected_lr = config.lr * min(1.0, record["step"] / config.warmup_steps)
+        optimisation = config.optimisation
+        expected_lr = optimisation.lr * min(1.0, record["step"] / optimisation.warmup_steps)
         assert record["lr"] == pytest.approx(expected_lr)
     elapsed = [record["elapsed_s"] for record in log]
     assert elapsed == sorted(elapsed)
@@ -623,7 +642,7 @@ def test_log_lines_describe_every_step(reference):
 
 def test_pictures_and_configuration_are_written(reference):
     config, result, state, _ = reference
-    out = Path(config.out)
+    out = Path(config.run.out)
     pictures = sorted(p.name for p in out.glob("*.png"))
     # validate_every=4 and a final validation at step 8 (the same file).
     assert pictures == ["loss.png", "val-0000004.png", "val-0000008.png"]
@@ -633,7 +652,7 @@ def test_pictures_and_configuration_are_written(reference):
         assert len(data) > 1000, name
     saved = json.loads((out / "config.json").read_text())
     assert set(saved) == {"train", "restorer"}
-    assert saved["train"] == json.loads(json.dumps(asdict(config)))
+    assert saved["train"] == json.loads(json.dumps(config.options()))
     expected = restorer_config(
         "residual",
         "tiny",
@@ -642,7 +661,7 @@ def test_pictures_and_configuration_are_written(reference):
     )
     assert RestorerConfig.from_dict(saved["restorer"]) == expected
     assert state["restorer"] == saved["restorer"]
-    assert state["train"] == asdict(config)
+    assert state["train"] == config.options()
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["checkpoint.pt", "config.json", "log.jsonl", *pictures]
     )
@@ -679,7 +698,7 @@ def test_ema_warm_up_follows_the_weights_from_the_first_step(csb_dataset, tmp_pa
         adam = first["optimiser"]["state"][params[name]]
         m_hat = adam["exp_avg"] / (1 - 0.9)
         v_hat = adam["exp_avg_sq"] / (1 - 0.999)
-        w0 = w1 + config.lr * m_hat / (v_hat.sqrt() + 1e-8)
+        w0 = w1 + config.optimisation.lr * m_hat / (v_hat.sqrt() + 1e-8)
         torch.testing.assert_close(e1, torch.lerp(w0, w1, 0.9), rtol=1e-5, atol=1e-7, msg=name)
         torch.testing.assert_close(e2, torch.lerp(e1, w2, 9 / 11), rtol=1e-5, atol=1e-7, msg=name)
         if not torch.equal(w0, w1):

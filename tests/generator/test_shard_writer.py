@@ -8,7 +8,8 @@ import pickle
 import threading
 
 from csb_generator import resolve_options
-from csb_generator.generate import ShardWriter, plan_generation, run_generation
+from csb_generator.dataset_writer import ShardWriter
+from csb_generator.generate import plan_generation, run_generation
 
 
 def test_a_shard_writer_travels_without_its_maker_and_writes_the_same_shard(tmp_path):

@@ -1,14 +1,14 @@
-"""Writing a dataset: planning, resuming, fanning shards out, and the manifest step.
+"""Running a dataset's generation: planning, resuming, and fanning shards out.
 
 Generation is split in two so that a command-line tool can show what will happen and then report
 progress: :func:`plan_generation` scans the sources, checks the output folder and lists the shards
-still to write; :func:`run_generation` writes them (in this process, in a process pool, or on a
-``dask.distributed`` cluster) and, once every shard exists, the manifests.
+still to write; :func:`run_generation` has them written (in this process, in a process pool, or
+on a ``dask.distributed`` cluster, by one :class:`~csb_generator.dataset_writer.ShardWriter`
+each) and, once every shard exists, the manifests. What is written, and under which names, is
+:mod:`csb_generator.dataset_writer`.
 
-Crash safety: a shard is written under a temporary name and renamed when complete; then its
-SHA-256 is recorded in ``.progress/``. A rerun keeps every shard whose recorded hash matches its
-file and regenerates the rest, so an interrupted run, resumed, gives the same bytes as an
-uninterrupted one. ``manifest.json`` is written last: a folder without it is incomplete.
+Crash safety: a rerun keeps every shard whose recorded hash matches its file and regenerates the
+rest, so an interrupted run, resumed, gives the same bytes as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 import shutil
@@ -25,18 +24,23 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 try:
     import fcntl
 except ImportError:  # not POSIX (Windows): runs on one folder are not locked against each other
     fcntl = None
 
-from .atomic_files import atomic_output
+from .dataset_writer import (
+    ShardTask,
+    ShardWriter,
+    complete_shards,
+    dataset_entries,
+    part_folder,
+    shard_ranges,
+    write_manifests,
+)
 from .modes import DatasetOptions, OptionError, SampleMaker
 from .preview import write_preview
 from .shards import (
@@ -44,15 +48,9 @@ from .shards import (
     MANIFEST_NAME,
     PLAN_NAME,
     PREVIEW_NAME,
-    PROGRESS_DIR,
-    SAMPLE_FIELDS,
-    SHARD_ATTRIBUTES,
-    TRAJECTORY_NAME,
-    dataset_identity,
     sha256_file,
     shard_name,
     write_json_atomic,
-    write_shard,
 )
 from .sources import SourceError, SourceImage, scan_sources
 
@@ -67,7 +65,6 @@ __all__ = [
 ]
 
 PREVIEW_SAMPLES = 6
-DEPENDENCIES = ("numpy", "scipy", "numba", "h5py", "imageio", "scikit-image", "pillow")
 
 
 class OutputError(ValueError):
@@ -76,17 +73,6 @@ class OutputError(ValueError):
 
 class OutputBusy(OutputError):
     """Another ``csb-generate`` process on this machine is writing the output folder."""
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """One shard to write: the unit of work of every executor."""
-
-    folder: Path
-    exposure: float | None
-    shard: int
-    first_index: int
-    count: int
 
 
 @dataclass
@@ -172,27 +158,6 @@ def _fingerprint(
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _part_folder(out: Path, exposure: float) -> Path:
-    return out / f"T-{exposure:.6g}"
-
-
-def _our_entries(out: Path) -> list[Path]:
-    patterns = (
-        "shard-*.h5",
-        ".shard-*.tmp-*",
-        "T-*",
-        MANIFEST_NAME,
-        PLAN_NAME,
-        PROGRESS_DIR,
-        TRAJECTORY_NAME,
-        PREVIEW_NAME,
-        f".{PREVIEW_NAME}.tmp-*",
-        f".{MANIFEST_NAME}.tmp-*",
-        f".{TRAJECTORY_NAME}.tmp-*",
-    )
-    return sorted({path for pattern in patterns for path in out.glob(pattern)})
-
-
 def _remove(paths: Sequence[Path]) -> None:
     for path in paths:
         if path.is_dir() and not path.is_symlink():
@@ -215,7 +180,7 @@ def _check_output(out: Path, fingerprint: str, overwrite: bool) -> None:
             except (OSError, ValueError):
                 recorded = "unreadable"
             break
-    ours = _our_entries(out)
+    ours = dataset_entries(out)
     if recorded == fingerprint or not ours:
         return
     if overwrite:
@@ -253,31 +218,6 @@ def _unlock(plan: GenerationPlan) -> None:
     if plan.lock is not None:
         os.close(plan.lock)
         plan.lock = None
-
-
-def _complete_shards(folder: Path, shards: Sequence[tuple[int, int, int]]) -> set[int]:
-    """Shards whose file exists and matches the hash recorded when it was written."""
-    complete = set()
-    for shard, first, count in shards:
-        record_path = folder / PROGRESS_DIR / f"{shard_name(shard)}.json"
-        path = folder / shard_name(shard)
-        if not (record_path.is_file() and path.is_file()):
-            continue
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if record.get("first_index") == first and record.get("count") == count:
-            if record.get("sha256") == sha256_file(path):
-                complete.add(shard)
-    return complete
-
-
-def _shard_ranges(count: int, shard_size: int) -> list[tuple[int, int, int]]:
-    return [
-        (shard, first, min(shard_size, count - first))
-        for shard, first in enumerate(range(0, count, shard_size))
-    ]
 
 
 def plan_generation(
@@ -382,14 +322,14 @@ def _prepare_output(
         {"format": FORMAT_NAME, "fingerprint": fingerprint, "options": options.to_json()},
     )
     if options.mode_rules.part_per_exposure:
-        parts = [(_part_folder(out, t), t) for t in options.exposures]
+        parts = [(part_folder(out, t), t) for t in options.exposures]
     else:
         parts = [(out, None)]
     tasks, kept, number = [], 0, 0
-    ranges = _shard_ranges(options.count, options.shard_size)
+    ranges = shard_ranges(options.count, options.shard_size)
     for folder, exposure in parts:
         folder.mkdir(exist_ok=True)
-        complete = _complete_shards(folder, ranges)
+        complete = complete_shards(folder, ranges)
         for shard, first, count in ranges:
             mine = shard_index is None or number % num_shards == shard_index
             number += 1
@@ -400,122 +340,6 @@ def _prepare_output(
             else:
                 tasks.append(ShardTask(folder, exposure, shard, first, count))
     return parts, tasks, kept
-
-
-def _shard_attrs(plan_options: DatasetOptions, fingerprint: str, task: ShardTask) -> dict:
-    from . import __version__
-
-    values = {
-        **dataset_identity(plan_options.mode, plan_options.seed, fingerprint),
-        "image_size": plan_options.image_size,
-        "psf_size": plan_options.psf_size,
-        "channels": plan_options.channels,
-        "generator_version": __version__,
-        "shard": task.shard,
-        "first_index": task.first_index,
-        "count": task.count,
-        "options": json.dumps(plan_options.to_json(), sort_keys=True),
-    }
-    if task.exposure is not None:
-        values["exposure"] = task.exposure
-    return {key: values[key] for key in SHARD_ATTRIBUTES if key in values}
-
-
-class ShardWriter:
-    """Writes the shards of one plan: the worker of every runner, set up the same way in this
-    process, in a process pool and on a Dask cluster.
-
-    It travels to a worker as the plan's options, sources and fingerprint. The worker builds its
-    :class:`SampleMaker` (the decoded photographs, the dataset-wide kernel) at its first shard
-    and keeps it for the next shards of the same plan.
-
-    Parameters
-    ----------
-    options : DatasetOptions
-    sources : sequence of SourceImage
-        The usable sources, in manifest order.
-    fingerprint : str
-        The plan's fingerprint, recorded in every shard.
-    maker : SampleMaker, optional
-        A maker already built for these options and sources (the planning process's); it does
-        not travel to other processes.
-    """
-
-    def __init__(
-        self,
-        options: DatasetOptions,
-        sources: Sequence[SourceImage],
-        fingerprint: str,
-        maker: SampleMaker | None = None,
-    ):
-        self.options = options
-        self.sources = list(sources)
-        self.fingerprint = fingerprint
-        self._maker = maker
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_maker": None}
-
-    @property
-    def maker(self) -> SampleMaker:
-        """This process's (and thread's) maker of the plan's samples."""
-        if self._maker is None:
-            self._maker = _worker_maker(self)
-        return self._maker
-
-    def __call__(
-        self,
-        task: ShardTask,
-        on_sample: Callable[[], None] | None = None,
-        stop: threading.Event | None = None,
-    ) -> dict[str, Any]:
-        """Generate and write one shard, then record its hash; returns the record.
-
-        Raises KeyboardInterrupt, before anything is written, when ``stop`` is set.
-        """
-        maker = self.maker
-        samples = []
-        for index in range(task.first_index, task.first_index + task.count):
-            if stop is not None and stop.is_set():
-                raise KeyboardInterrupt
-            samples.append(maker(index, task.exposure))
-            if on_sample is not None:
-                on_sample()
-        fields = [name for name in SAMPLE_FIELDS if name in samples[0]]
-        arrays = {name: np.stack([sample[name] for sample in samples]) for name in fields}
-        options = self.options
-        compression = None if options.compression == "none" else options.compression
-        path = task.folder / shard_name(task.shard)
-        digest = write_shard(
-            path, arrays, _shard_attrs(options, self.fingerprint, task), compression=compression
-        )
-        record = {
-            "file": path.name,
-            "shard": task.shard,
-            "first_index": task.first_index,
-            "last_index": task.first_index + task.count - 1,
-            "count": task.count,
-            "sha256": digest,
-            "redraws": int(sum(sample["redraws"] for sample in samples)),
-            "padded": int(arrays["padded"].sum()),
-        }
-        (task.folder / PROGRESS_DIR).mkdir(exist_ok=True)
-        write_json_atomic(task.folder / PROGRESS_DIR / f"{path.name}.json", record)
-        return record
-
-
-# The maker of the plan a worker thread last wrote: a Dask worker receives a new ShardWriter
-# with every task and should not decode the photographs again for each. Per thread, because
-# Dask runs tasks on threads and a maker's image cache is not thread-safe.
-_WORKER_MAKERS = threading.local()
-
-
-def _worker_maker(writer: ShardWriter) -> SampleMaker:
-    kept = getattr(_WORKER_MAKERS, "kept", None)
-    if kept is None or kept[0] != writer.fingerprint:
-        kept = (writer.fingerprint, SampleMaker(writer.options, writer.sources))
-        _WORKER_MAKERS.kept = kept
-    return kept[1]
 
 
 @contextlib.contextmanager
@@ -551,103 +375,6 @@ def _start_pool_worker(writer: ShardWriter, progress: Any) -> None:
 def _pool_task(task: ShardTask) -> dict[str, Any]:
     writer, progress = _POOL_WORKER
     return writer(task, lambda: progress.put(1))
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in ("csb-generator", *DEPENDENCIES):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def _write_manifests(plan: GenerationPlan, maker: SampleMaker) -> tuple[Path, int, int]:
-    options = plan.options
-    ranges = _shard_ranges(options.count, options.shard_size)
-    sources = [
-        {
-            "key": source.key,
-            "height": source.height,
-            "width": source.width,
-            "bit_depth": source.bit_depth,
-            "sha256": source.sha256,
-        }
-        for source in plan.sources
-    ]
-    common = {
-        **dataset_identity(options.mode, options.seed, plan.fingerprint),
-        "options": options.to_json(),
-        "versions": _versions(),
-        "source_root": "builtin:scikit-image"
-        if plan.source_root is None
-        else str(plan.source_root),
-        "sources": sources,
-        "input_files": plan.input_files,
-        "skipped": {
-            "count": len(plan.skipped),
-            "inputs": [{"key": key, "reason": reason} for key, reason in plan.skipped],
-        },
-    }
-    total_redraws, total_padded = maker.redraws, 0
-    for folder, exposure in plan.parts:
-        shards = []
-        for shard, _, _ in ranges:
-            record_path = folder / PROGRESS_DIR / f"{shard_name(shard)}.json"
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            shards.append(record)
-        redraws = sum(record["redraws"] for record in shards)
-        padded = sum(record["padded"] for record in shards)
-        total_redraws += redraws
-        total_padded += padded
-        manifest = {
-            **common,
-            "count": options.count,
-            "shards": [
-                {
-                    key: record[key]
-                    for key in ("file", "count", "first_index", "last_index", "sha256")
-                }
-                for record in shards
-            ],
-            "redraws": redraws + maker.redraws,
-            "padded": padded,
-        }
-        if exposure is not None:
-            manifest["exposure"] = exposure
-        if options.mode_rules.shares_kernel:
-            manifest["shared_kernel"] = _shared_kernel_record(maker)
-        write_json_atomic(folder / MANIFEST_NAME, manifest)
-    if options.mode_rules.part_per_exposure:
-        with atomic_output(plan.out / TRAJECTORY_NAME) as handle:
-            np.save(handle, maker.trajectory.positions, allow_pickle=False)
-        top = {
-            **common,
-            "parts": [
-                {"exposure": exposure, "folder": folder.name, "count": options.count}
-                for folder, exposure in plan.parts
-            ],
-            "count": options.count * len(plan.parts),
-            "trajectory_file": TRAJECTORY_NAME,
-            "shared_kernel": _shared_kernel_record(maker),
-            "redraws": total_redraws,
-            "padded": total_padded,
-        }
-        write_json_atomic(plan.out / MANIFEST_NAME, top)
-    return plan.out / MANIFEST_NAME, total_redraws, total_padded
-
-
-def _shared_kernel_record(maker: SampleMaker) -> dict[str, Any]:
-    record: dict[str, Any] = {"redraws": maker.redraws}
-    if maker.trajectory is not None:
-        record["trajectory"] = {
-            **{k: (None if math.isnan(v) else v) for k, v in maker.trajectory.parameters().items()},
-            "angle": None if math.isnan(maker.trajectory.angle) else maker.trajectory.angle,
-            "num_shakes": maker.trajectory.num_shakes,
-            "num_samples": maker.trajectory.num_samples,
-        }
-    return record
 
 
 def run_generation(
@@ -708,15 +435,15 @@ def _run_locked(
     report.samples_written = sum(record["count"] for record in records)
     if plan.is_part:
         return report
-    ranges = _shard_ranges(plan.options.count, plan.options.shard_size)
+    ranges = shard_ranges(plan.options.count, plan.options.shard_size)
     missing = [
         str(folder / shard_name(shard))
         for folder, _ in plan.parts
-        for shard in sorted({shard for shard, _, _ in ranges} - _complete_shards(folder, ranges))
+        for shard in sorted({shard for shard, _, _ in ranges} - complete_shards(folder, ranges))
     ]
     if missing:
         raise OutputError(f"shards are missing or damaged after the run: {missing[:5]}")
-    report.manifest, report.redraws, report.padded = _write_manifests(plan, maker)
+    report.manifest, report.redraws, report.padded = write_manifests(plan, maker)
     if preview:
         for folder, exposure in plan.parts:
             shown = range(min(PREVIEW_SAMPLES, plan.options.count))

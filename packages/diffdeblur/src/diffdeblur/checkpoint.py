@@ -94,7 +94,8 @@ class TrainingState:
         ``{"noise": [...], "torch": [...]}``: each process's noise generator state and global
         torch generator state, by rank.
     train : dict
-        The run's options (:class:`diffdeblur.train.TrainConfig` as a dict).
+        The run's options by their flat names
+        (:meth:`diffdeblur.train_config.TrainConfig.options`).
     restorer : dict
         The network's configuration (:meth:`diffdeblur.config.RestorerConfig.to_dict`).
     data_fingerprint : str or None

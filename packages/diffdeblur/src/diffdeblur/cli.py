@@ -169,8 +169,9 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(resume: bool, quiet: bool, **options) -> None:
     """Train a restorer on blurred/sharp pairs."""
-    from .train import NonFiniteLoss, TrainConfig
+    from .train import NonFiniteLoss
     from .train import train as run_training
+    from .train_config import TrainConfig
 
     if options["out"] is None:
         if resume:
@@ -180,7 +181,7 @@ def train(resume: bool, quiet: bool, **options) -> None:
         options["out"] = str(_new_run_folder(Path("runs")))
         _tell(f"run folder: {options['out']} (--out chooses another)")
     try:
-        config = TrainConfig(**options)
+        config = TrainConfig.from_options(**options)
         result = run_training(
             config,
             resume=resume,
@@ -555,20 +556,19 @@ def _checkpoint_specs(specs: tuple[str, ...]) -> dict[float | None, str]:
 
 
 def _evaluated_models(checkpoints: tuple[str, ...], device: str, ema: bool):
-    """The restorers of ``--checkpoint`` (one per T of a sweep) and their checkpoints."""
-    from .checkpoint import load_checkpoint, restorer_from_checkpoint
-    from .pretrained import locate_model
+    """The models of ``--checkpoint`` (one per T of a sweep), each an :class:`ImageRestorer`
+    with the patch size it was trained on."""
+    from .restoration import ImageRestorer
 
-    models, states = {}, {}
+    loaded = {}
     for exposure, path in _checkpoint_specs(checkpoints).items():
         try:
-            states[exposure] = load_checkpoint(locate_model(path), map_location=device)
-            models[exposure] = restorer_from_checkpoint(states[exposure], path, ema=ema)
+            loaded[exposure] = ImageRestorer.load(path, device=device, ema=ema)
         except CheckpointError as error:
             raise click.UsageError(str(error)) from None
         except FileNotFoundError as error:  # a bundled model that is not installed
             raise click.UsageError(f"--checkpoint {path}: {error}") from None
-    return models, states
+    return loaded
 
 
 def _model_facts(checkpoints: tuple[str, ...], models) -> dict[str, str]:
@@ -711,17 +711,17 @@ def evaluate(
     """
     from csb_generator import DatasetFormatError
 
-    from .checkpoint import training_patch_size
     from .evaluation import EvaluationSettings
     from .reports import EvaluationStopped, evaluate_dataset
 
     out_dir = Path(out)
     _check_evaluate_options(out_dir, overwrite, data, wiener_tune, wiener_balance, tune_limit)
     device = _pick_device(device)
-    models, states = _evaluated_models(checkpoints, device, ema)
+    loaded = _evaluated_models(checkpoints, device, ema)
+    models = {exposure: restorer.model for exposure, restorer in loaded.items()}
     _use_threads(threads)
     spec = _sampler_spec(sampler, steps, eta, models.values())
-    patch_size = patch_size or training_patch_size(next(iter(states.values())))
+    patch_size = patch_size or next(iter(loaded.values())).patch_size
     try:
         settings = EvaluationSettings(
             patch_size=patch_size, overlap=overlap, sampler=spec, **options

@@ -196,16 +196,13 @@ def _true_kernels(model: Restorer, batch: list[dict], device) -> Tensor | None:
 
 
 def _restore_with_model(
-    model: Restorer,
+    restorer: ImageRestorer,
     blurred: Tensor,
     settings: EvaluationSettings,
     batch_number: int,
     kernel: Tensor | None,
 ) -> Tensor:
     generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + batch_number)
-    restorer = ImageRestorer(
-        model, settings.patch_size, settings.overlap, settings.batch_size, settings.sampler
-    )
     restored = restorer.restore(to_signed(blurred), generator=generator, kernel=kernel)
     return to_unit(restored.float()).clamp(0, 1)
 
@@ -256,6 +253,11 @@ def evaluate_samples(
     """
     evaluation = Evaluation()
     kept: dict[str, list[Tensor]] = {}
+    restorer = None
+    if model is not None:
+        restorer = ImageRestorer(
+            model, settings.patch_size, settings.overlap, settings.batch_size, settings.sampler
+        )
     for number, batch in _batches(samples, settings, first_batch):
         blurred_np = [unit_range(s["blurred"]) for s in batch]
         sharp_np = [unit_range(s["sharp"]) for s in batch]
@@ -274,10 +276,10 @@ def evaluate_samples(
                     for b, s in zip(blurred_np, batch, strict=True)
                 ]
                 outputs[method] = _to_batch(deconvolved, device)
-        if model is not None:
-            kernel = _true_kernels(model, batch, device)
+        if restorer is not None:
+            kernel = _true_kernels(restorer.model, batch, device)
             outputs["model"] = _restore_with_model(
-                model, outputs["blurred"], settings, number, kernel
+                restorer, outputs["blurred"], settings, number, kernel
             )
         if settings.protocol == "context":
             # Restored with their surroundings; scored on the central square alone.

@@ -24,7 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,47 +41,22 @@ from .checkpoint import (
     restorer_from_checkpoint,
     save_training_state,
 )
-from .compute import PRECISIONS, autocast, resolve_device, resolve_precision, set_threads
-from .config import (
-    KERNEL_SOURCES,
-    PARAMETRISATIONS,
-    PREDICTIONS,
-    ConfigError,
-    DeconvolutionConfig,
-    DiffusionConfig,
-    UNetConfig,
-)
+from .compute import autocast, resolve_device, resolve_precision, set_threads
+from .config import ConfigError, DeconvolutionConfig, DiffusionConfig
 from .data import open_training_data, split_indices
-from .losses import LOSSES, PerceptualLoss, TrainingLoss
+from .losses import PerceptualLoss, TrainingLoss
 from .lpips_weights import load_lpips
 from .plots import save_loss_curve, save_restoration_grid
 from .pretrained import locate_model
 from .restorer import Restorer, restorer_config
 from .samplers import SamplerSpec
+from .train_config import OptimisationOptions, TrainConfig, check_resumable
 from .unet import count_parameters
 
-__all__ = ["NonFiniteLoss", "TrainConfig", "TrainResult", "train"]
+__all__ = ["NonFiniteLoss", "TrainResult", "train"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
-#: Options that may change when a run is resumed; every other one must match the checkpoint.
-RESUMABLE_CHANGES = frozenset(
-    {
-        "epochs",
-        "budget_minutes",
-        "max_steps",
-        "workers",
-        "checkpoint_every",
-        "validate_every",
-        "device",
-        "out",
-        "data",
-        "log_every",
-        "precision",
-        "threads",
-        "lpips_weights",
-    }
-)
 #: Steps timed before the plan states the measured rate (after one step of warm-up).
 PLAN_STEPS = 10
 #: Fewer steps than this in a budget give a model that has not learnt to restore.
@@ -97,222 +72,6 @@ def _duration(hours: float) -> str:
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every option of a training run (saved in its checkpoints).
-
-    Attributes
-    ----------
-    data : str
-        A csb-generate dataset folder or a GoPro-style paired folder.
-    out : str
-        Run folder.
-    parametrisation : {"sharp", "residual", "refine", "regression", "bridge"}
-    variant : str
-        Network preset (``base``, ``wide``, ``multihead``, ``multires``, ``biggan``,
-        ``improved``, ``tiny``, ``nafnet``).
-    unet_overrides : dict
-        Fields of :class:`~diffdeblur.config.UNetConfig` changed in the preset: any network the
-        configuration describes (Python only; the command line offers the presets). The input
-        and output channels follow from the parametrisation and cannot be set.
-    schedule : {"linear", "cosine"}
-    timesteps : int
-        Diffusion steps (1000 in the thesis).
-    prediction : {"eps", "x0", "v"}
-        What the diffusion network predicts (the bridge always predicts x0). Default v: in the
-        measured comparison (docs/diffdeblur.md) the thesis's eps left ``sharp`` at 16 dB where v
-        reached 25-26 dB.
-    bridge_noise : float
-        Noise scale of the bridge (``bridge`` only), >= 0.
-    loss : {"mse", "l1", "charbonnier"}
-        Pixel loss on the network's target.
-    lpips_loss_weight : float
-        Weight of an LPIPS term added to the pixel loss (:class:`diffdeblur.losses.PerceptualLoss`),
-        >= 0; 0 (the default) adds none. Only for ``bridge`` and ``regression``, whose network
-        outputs an image. Restorations then keep more texture, at some cost in PSNR.
-    lpips_weights : str or None
-        The LPIPS weights file for that term (:func:`diffdeblur.lpips_weights.load_lpips`);
-        None: ``DIFFDEBLUR_LPIPS_WEIGHTS`` or the per-user cache. Training never downloads.
-    blurred_skip : bool
-        ``sharp`` with x0 or v prediction: the network learns a correction of the blurred image
-        (:attr:`diffdeblur.config.RestorerConfig.blurred_skip`).
-    deconvolve : {"none", "estimated", "true"}
-        A deconvolution front end (:mod:`diffdeblur.restorer`, Deconvolution): none; Wiener with
-        a learned kernel estimate (blind); or Wiener with the stored kernel (non-blind, an upper
-        bound that needs the kernel at test time). Needs a ``csb-generate`` dataset, whose
-        samples store their kernels.
-    residual_scale : float
-        Scale of the diffused residual (``residual``, ``refine``).
-    patch_size : int
-        Side of the random training patches in pixels (thesis: 64).
-    batch_size : int
-        Patches per optimiser step, over all processes.
-    epochs, samples_per_epoch : int
-        An epoch is ``samples_per_epoch`` patches drawn with replacement (thesis: 4000 x 1024).
-    lr : float
-        Adam learning rate after warm-up.
-    lr_schedule : {"constant", "cosine"}
-        After warm-up: constant, or a cosine decay to 0 at the run's horizon (the last step of
-        the epochs, or where ``max_steps`` or the budget is expected to stop this run: the
-        budget's horizon is set from the rate measured after the first steps).
-    warmup_steps : int
-        Steps of linear learning-rate warm-up from 0.
-    ema_decay : float
-        EMA decay; the effective decay is ``min(ema_decay, (1 + step) / (10 + step))``, so an early
-        checkpoint's EMA already follows the weights.
-    grad_clip : float
-        Maximum gradient norm (0: no clipping).
-    precision : {"auto", "fp32", "bf16", "fp16"}
-        Autocast precision (:func:`diffdeblur.compute.resolve_precision`): ``auto`` is bf16 on a
-        CPU with native bfloat16, fp16 with loss scaling on CUDA, fp32 otherwise.
-    threads : int or None
-        CPU threads; None: every CPU of the process's affinity.
-    compile : bool
-        Compile the training networks with ``torch.compile`` (TorchInductor; on a CPU it needs a
-        C++ compiler). The first steps then include the compilation. Measured in
-        docs/performance.md.
-    init : str or None
-        Start from the weights of a trained model instead of random ones: a checkpoint, an
-        exported model, or a bundled model's name (:mod:`diffdeblur.pretrained`). Its EMA
-        weights, the ones it restores with, start both the network and its EMA; the optimiser
-        starts afresh. Its configuration must be the one the other options build (fine-tuning,
-        not a change of architecture).
-    seed : int
-    workers : int
-        DataLoader worker processes per training process.
-    checkpoint_every, validate_every, log_every : int
-        Intervals in optimiser steps.
-    validation_fraction : float
-        Share of the dataset held out for the validation images, in (0, 1).
-    validation_images : int
-        Held-out patches shown in each validation grid.
-    validation_steps : int
-        Sampling steps of the validation restorations (the model's own sampler).
-    budget_minutes : float or None
-        Wall-clock budget of this run: stop cleanly with a checkpoint when exceeded.
-    max_steps : int or None
-        Optimiser steps of this run at most (then stop with a checkpoint).
-    device : str
-        ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-    """
-
-    data: str
-    out: str
-    parametrisation: str = "sharp"
-    variant: str = "base"
-    unet_overrides: dict[str, Any] = field(default_factory=dict)
-    schedule: str = "linear"
-    timesteps: int = 1000
-    prediction: str = "v"
-    bridge_noise: float = 0.1
-    loss: str = "mse"
-    lpips_loss_weight: float = 0.0
-    lpips_weights: str | None = None
-    blurred_skip: bool = False
-    deconvolve: str = "none"
-    residual_scale: float = 5.0
-    patch_size: int = 64
-    batch_size: int = 16
-    epochs: int = 4000
-    samples_per_epoch: int = 1024
-    lr: float = 2e-4
-    lr_schedule: str = "constant"
-    warmup_steps: int = 500
-    ema_decay: float = 0.9999
-    grad_clip: float = 1.0
-    precision: str = "auto"
-    threads: int | None = None
-    compile: bool = False
-    init: str | None = None
-    seed: int = 0
-    workers: int = 0
-    checkpoint_every: int = 500
-    validate_every: int = 1000
-    log_every: int = 10
-    validation_fraction: float = 0.05
-    validation_images: int = 4
-    validation_steps: int = 20
-    budget_minutes: float | None = None
-    max_steps: int | None = None
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        positive = (
-            "timesteps",
-            "patch_size",
-            "batch_size",
-            "epochs",
-            "samples_per_epoch",
-            "checkpoint_every",
-            "validate_every",
-            "log_every",
-            "validation_steps",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "residual_scale"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError(
-                "validation_fraction", f"must be in (0, 1), got {self.validation_fraction}"
-            )
-        for name in ("warmup_steps", "grad_clip", "workers"):
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
-        if self.budget_minutes is not None and not self.budget_minutes > 0:
-            raise ConfigError("budget_minutes", f"must be > 0, got {self.budget_minutes}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError("max_steps", f"must be >= 1, got {self.max_steps}")
-        choices = {
-            "prediction": PREDICTIONS,
-            "loss": LOSSES,
-            "lr_schedule": ("constant", "cosine"),
-            "precision": PRECISIONS,
-            "parametrisation": PARAMETRISATIONS,
-            "deconvolve": ("none", *KERNEL_SOURCES),
-            "device": ("auto", "cpu", "cuda"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
-                )
-        if self.blurred_skip and (self.parametrisation != "sharp" or self.prediction == "eps"):
-            raise ConfigError(
-                "blurred_skip", "applies to `parametrisation` sharp with `prediction` x0 or v"
-            )
-        if not self.bridge_noise >= 0:
-            raise ConfigError("bridge_noise", f"must be >= 0, got {self.bridge_noise}")
-        if not self.lpips_loss_weight >= 0:
-            raise ConfigError("lpips_loss_weight", f"must be >= 0, got {self.lpips_loss_weight}")
-        if self.lpips_loss_weight > 0 and self.parametrisation not in ("bridge", "regression"):
-            raise ConfigError(
-                "lpips_loss_weight",
-                "applies to `parametrisation` bridge or regression, whose network outputs the "
-                f"sharp image, not to {self.parametrisation}",
-            )
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError("threads", f"must be >= 1, got {self.threads}")
-        settable = {f.name for f in fields(UNetConfig)} - {"in_channels", "out_channels"}
-        unknown = sorted(set(self.unet_overrides) - settable)
-        if unknown:
-            raise ConfigError(
-                "unet_overrides",
-                f"{', '.join(unknown)} cannot be set; the fields that can are "
-                f"{', '.join(sorted(settable))}",
-            )
-        # Tuples, as UNetConfig holds them, so that a resumed run compares equal.
-        overrides = {
-            name: tuple(value) if isinstance(value, list) else value
-            for name, value in self.unet_overrides.items()
-        }
-        object.__setattr__(self, "unet_overrides", overrides)
 
 
 @dataclass
@@ -363,15 +122,15 @@ def _epoch_indices(seed: int, epoch: int, dataset_size: int, count: int) -> torc
     return torch.cat(order)[:count]
 
 
-def _learning_rate(config: TrainConfig, step: int, horizon: int) -> float:
+def _learning_rate(options: OptimisationOptions, step: int, horizon: int) -> float:
     """The learning rate of step ``step`` (0-based): linear warm-up, then constant or a cosine
     decay that reaches 0 at step ``horizon``."""
-    rate = config.lr
-    if config.warmup_steps:
-        rate *= min(1.0, (step + 1) / config.warmup_steps)
-    if config.lr_schedule == "cosine" and step >= config.warmup_steps:
-        span = max(horizon - config.warmup_steps, 1)
-        progress = min(1.0, (step - config.warmup_steps) / span)
+    rate, warmup = options.lr, options.warmup_steps
+    if warmup:
+        rate *= min(1.0, (step + 1) / warmup)
+    if options.lr_schedule == "cosine" and step >= warmup:
+        span = max(horizon - warmup, 1)
+        progress = min(1.0, (step - warmup) / span)
         rate *= 0.5 * (1.0 + math.cos(math.pi * progress))
     return rate
 
@@ -385,32 +144,6 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
             ema_value.lerp_(value, 1.0 - decay)
         else:
             ema_value.copy_(value)
-
-
-#: The value of an option in runs saved before the option existed.
-_OPTIONS_BEFORE_THEY_EXISTED = {
-    "prediction": "eps",
-    "deconvolve": "none",
-    "compile": False,
-    "init": None,
-    "blurred_skip": False,
-    "lpips_loss_weight": 0.0,
-    "lpips_weights": None,
-    "unet_overrides": {},
-}
-
-
-def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    # An option added after the run was saved had, in that run, the value it has now.
-    saved = _OPTIONS_BEFORE_THEY_EXISTED | saved
-    changed = [
-        name
-        for name in (f.name for f in fields(TrainConfig))
-        if name not in RESUMABLE_CHANGES and saved.get(name) != getattr(config, name)
-    ]
-    if changed:
-        details = ", ".join(f"`{n}` {saved.get(n)!r} -> {getattr(config, n)!r}" for n in changed)
-        raise ConfigError("resume", f"options differ from the run in {path}: {details}")
 
 
 def _start_from(init: str, restorer: Restorer, ema: nn.Module, device: torch.device) -> None:
@@ -461,24 +194,25 @@ def _grid_batch(dataset, count: int) -> dict[str, torch.Tensor]:
 
 
 def _deconvolution(config: TrainConfig, dataset) -> DeconvolutionConfig | None:
-    """The front end ``config.deconvolve`` asks for, sized to the dataset's kernels."""
-    if config.deconvolve == "none":
+    """The front end ``config.restorer.deconvolve`` asks for, sized to the dataset's kernels."""
+    deconvolve, data = config.restorer.deconvolve, config.data
+    if deconvolve == "none":
         return None
     kernel_size = getattr(dataset, "kernel_size", None)
     if kernel_size is None:
         raise ConfigError(
             "deconvolve",
-            f"{config.deconvolve} learns from stored kernels, and {config.data} "
+            f"{deconvolve} learns from stored kernels, and {data.folder} "
             "(a GoPro-style folder) has none: train it on a csb-generate dataset",
         )
-    if config.deconvolve == "estimated" and config.patch_size < kernel_size:
+    if deconvolve == "estimated" and data.patch_size < kernel_size:
         raise ConfigError(
             "patch_size",
-            f"{config.patch_size} is smaller than the {kernel_size} px kernels of "
-            f"{config.data}: the kernel estimator's re-blur loss compares the pixels whose whole "
+            f"{data.patch_size} is smaller than the {kernel_size} px kernels of "
+            f"{data.folder}: the kernel estimator's re-blur loss compares the pixels whose whole "
             f"neighbourhood lies in the patch, so set `patch_size` to {kernel_size} or more",
         )
-    return DeconvolutionConfig(kernel_size=kernel_size, kernel=config.deconvolve)
+    return DeconvolutionConfig(kernel_size=kernel_size, kernel=deconvolve)
 
 
 def train(
@@ -499,8 +233,8 @@ def train(
     ----------
     config : TrainConfig
     resume : bool
-        Continue the run in ``config.out`` from its checkpoint. Without it, a folder that already
-        holds a checkpoint is an error (nothing is overwritten).
+        Continue the run in ``config.run.out`` from its checkpoint. Without it, a folder that
+        already holds a checkpoint is an error (nothing is overwritten).
     progress : bool
         Show a progress bar (rank 0).
     on_log : callable, optional
@@ -519,7 +253,7 @@ def train(
     # The caller's thread count comes back afterwards: it is the process's, not this run's.
     caller_threads = torch.get_num_threads()
     try:
-        threads = set_threads(config.threads)
+        threads = set_threads(config.run.threads)
         trainer = Trainer(
             config, resume=resume, progress=progress, on_log=on_log, notify=notify, threads=threads
         )
@@ -547,9 +281,10 @@ class Trainer:
         threads: int,
     ):
         self.config, self.on_log, self.notify = config, on_log, notify
-        self.context = _distributed_context(config.device)
-        self.precision = resolve_precision(config.precision, self.context.device)
-        self.out = Path(config.out)
+        self.batch_size = config.optimisation.batch_size
+        self.context = _distributed_context(config.run.device)
+        self.precision = resolve_precision(config.run.precision, self.context.device)
+        self.out = Path(config.run.out)
         self.checkpoint_path = self.out / CHECKPOINT_NAME
         self.log_path = self.out / LOG_NAME
         self._check_run_folder(resume)
@@ -559,19 +294,20 @@ class Trainer:
         self._open_data()
         self._build_networks()
         self.step = 0
-        if config.init is not None and not resume:
-            _start_from(config.init, self.restorer, self.ema, self.context.device)
+        if config.restorer.init is not None and not resume:
+            _start_from(config.restorer.init, self.restorer, self.ema, self.context.device)
         if saved is not None:
             self._resume(saved)
         self.model: nn.Module = self.restorer
         if self.context.world > 1:
             self.model = nn.parallel.DistributedDataParallel(self.restorer)
         self._plan_steps()
-        budget = f", budget {config.budget_minutes:g} min" if config.budget_minutes else ""
+        minutes, restorer = config.run.budget_minutes, config.restorer
+        budget = f", budget {minutes:g} min" if minutes else ""
         self.say(
             f"plan: {self.context.device.type}, {self.precision}, {threads} thread(s), "
-            f"{count_parameters(self.restorer) / 1e6:.2f} M parameters ({config.variant}, "
-            f"{config.parametrisation}), batch {config.batch_size}, step {self.step} of "
+            f"{count_parameters(self.restorer) / 1e6:.2f} M parameters ({restorer.variant}, "
+            f"{restorer.parametrisation}), batch {self.batch_size}, step {self.step} of "
             f"{self.total_steps}{budget}"
         )
         self._prepare_folder(resume)
@@ -598,13 +334,15 @@ class Trainer:
 
     def _open_data(self) -> None:
         config = self.config
-        dataset = open_training_data(config.data, config.patch_size, seed=config.seed)
+        dataset = open_training_data(
+            config.data.folder, config.data.patch_size, seed=config.run.seed
+        )
         if len(dataset) < 2:
             raise ValueError(
-                f"{config.data} holds {len(dataset)} sample(s); training needs at least 2"
+                f"{config.data.folder} holds {len(dataset)} sample(s); training needs at least 2"
             )
         train_indices, validation_indices = split_indices(
-            len(dataset), config.validation_fraction, config.seed
+            len(dataset), config.data.validation_fraction, config.run.seed
         )
         # Opened once: the two sides share its shards (or decoded images).
         self.dataset = dataset
@@ -614,50 +352,51 @@ class Trainer:
 
     def _build_networks(self) -> None:
         config, device = self.config, self.context.device
+        seed, wanted, optimisation = config.run.seed, config.restorer, config.optimisation
         # The initial weights come from the global generator (torch's layers take no
         # generator): seeded the same on every rank, so --seed fixes them and every rank
         # starts alike.
-        torch.manual_seed(config.seed * 1009)
+        torch.manual_seed(seed * 1009)
         diffusion = DiffusionConfig(
-            timesteps=config.timesteps,
-            schedule=config.schedule,
-            prediction=config.prediction,
-            bridge_noise=config.bridge_noise,
+            timesteps=wanted.timesteps,
+            schedule=wanted.schedule,
+            prediction=wanted.prediction,
+            bridge_noise=wanted.bridge_noise,
         )
         self.restorer = Restorer(
             restorer_config(
-                config.parametrisation,
-                config.variant,
+                wanted.parametrisation,
+                wanted.variant,
                 diffusion=diffusion,
-                residual_scale=config.residual_scale,
+                residual_scale=wanted.residual_scale,
                 deconvolution=_deconvolution(config, self.dataset),
-                blurred_skip=config.blurred_skip,
-                **config.unet_overrides,
+                blurred_skip=wanted.blurred_skip,
+                **wanted.unet_overrides,
             )
         ).to(device)
         self.ema = copy.deepcopy(self.restorer).requires_grad_(False)
-        if config.compile:
+        if config.run.compile:
             # In place, so the state dict keeps its keys; the EMA copy, used only to validate
             # and to save, stays eager.
             restorer = self.restorer
             for network in (restorer.denoiser_net, restorer.regressor, restorer.kernel_estimator):
                 if network is not None:
                     network.compile()
-        self.optimiser = torch.optim.Adam(self.restorer.parameters(), lr=config.lr)
+        self.optimiser = torch.optim.Adam(self.restorer.parameters(), lr=optimisation.lr)
         # Dropout draws from torch's global generator too (nn.Dropout takes no generator); it
         # is reseeded per rank here and checkpointed, which keeps runs reproducible and
         # resumable.
-        torch.manual_seed(config.seed * 1009 + 1 + self.context.rank)
-        self.noise = torch.Generator(device).manual_seed(config.seed * 1013 + self.context.rank)
-        self.loss: TrainingLoss = config.loss  # type: ignore[assignment]
-        if config.lpips_loss_weight > 0:
-            lpips = load_lpips(config.lpips_weights, device)
-            self.loss = PerceptualLoss(config.loss, lpips, config.lpips_loss_weight)
+        torch.manual_seed(seed * 1009 + 1 + self.context.rank)
+        self.noise = torch.Generator(device).manual_seed(seed * 1013 + self.context.rank)
+        self.loss: TrainingLoss = optimisation.loss  # type: ignore[assignment]
+        if optimisation.lpips_loss_weight > 0:
+            lpips = load_lpips(optimisation.lpips_weights, device)
+            self.loss = PerceptualLoss(optimisation.loss, lpips, optimisation.lpips_loss_weight)
 
     def _saved_state(self) -> TrainingState:
         """The checkpoint of the run being resumed, once its options are checked."""
         state = load_training_state(self.checkpoint_path, self.context.device)
-        _check_resumable(state.train, self.config, self.checkpoint_path)
+        check_resumable(state.train, self.config, self.checkpoint_path)
         return state
 
     def _resume(self, state: TrainingState) -> None:
@@ -670,7 +409,7 @@ class Trainer:
         if saved_data is not None and saved_data != self.dataset.fingerprint:
             raise ConfigError(
                 "resume",
-                f"`data` {config.data} holds other data than the run in {path} was "
+                f"`data` {config.data.folder} holds other data than the run in {path} was "
                 f"trained on (dataset fingerprints {saved_data[:12]}… and "
                 f"{self.dataset.fingerprint[:12]}…); the same dataset moved or copied elsewhere "
                 "is fine",
@@ -687,31 +426,32 @@ class Trainer:
 
     def _plan_steps(self) -> None:
         config, world = self.config, self.context.world
-        self.per_rank = config.batch_size // world
-        if self.per_rank * world != config.batch_size:
+        self.per_rank = self.batch_size // world
+        if self.per_rank * world != self.batch_size:
             raise ConfigError(
-                "batch_size", f"{config.batch_size} must be a multiple of the {world} processes"
+                "batch_size",
+                f"{self.batch_size} must be a multiple of the {world} processes",
             )
-        self.steps_per_epoch = config.samples_per_epoch // config.batch_size
+        self.steps_per_epoch = config.data.samples_per_epoch // self.batch_size
         if self.steps_per_epoch < 1:
             raise ConfigError(
                 "samples_per_epoch",
-                f"{config.samples_per_epoch} must be at least `batch_size` {config.batch_size}",
+                f"{config.data.samples_per_epoch} must be at least `batch_size` {self.batch_size}",
             )
-        self.total_steps = config.epochs * self.steps_per_epoch
+        self.total_steps = config.optimisation.epochs * self.steps_per_epoch
         # float16's narrow range needs the loss scaled; bfloat16 has float32's range.
         fp16 = self.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.context.device.type, enabled=fp16)
         self.horizon = self.total_steps
-        if config.max_steps is not None:
-            self.horizon = min(self.horizon, self.step + config.max_steps)
+        if config.run.max_steps is not None:
+            self.horizon = min(self.horizon, self.step + config.run.max_steps)
 
     def _prepare_folder(self, resume: bool) -> None:
         if self.context.writes:
             self.out.mkdir(parents=True, exist_ok=True)
-            document = {"train": asdict(self.config), "restorer": self.restorer.config.to_dict()}
+            document = {"train": self.config.options(), "restorer": self.restorer.config.to_dict()}
             (self.out / "config.json").write_text(json.dumps(document, indent=2))
-        self.grid = _grid_batch(self.validation, self.config.validation_images)
+        self.grid = _grid_batch(self.validation, self.config.run.validation_images)
         if resume and self.context.writes:
             _truncate_log(self.log_path, self.step)
 
@@ -720,8 +460,8 @@ class Trainer:
 
         # Counted in samples, so that the bar's rate is samples/s; the step is in the postfix.
         return tqdm(
-            total=self.horizon * self.config.batch_size,
-            initial=self.step * self.config.batch_size,
+            total=self.horizon * self.batch_size,
+            initial=self.step * self.batch_size,
             unit="sample",
             dynamic_ncols=True,
         )
@@ -737,27 +477,27 @@ class Trainer:
         """State the measured rate and, under a budget, the horizon it gives this run."""
         config, step, run_steps = self.config, self.step, self.run_steps
         rate = PLAN_STEPS / max(time.monotonic() - self.plan_started, 1e-9)
-        line = f"plan: {rate * config.batch_size:.1f} samples/s measured over {PLAN_STEPS} steps"
-        if config.budget_minutes is not None:
-            left = 60 * config.budget_minutes - (time.monotonic() - self.started)
+        line = f"plan: {rate * self.batch_size:.1f} samples/s measured over {PLAN_STEPS} steps"
+        if config.run.budget_minutes is not None:
+            left = 60 * config.run.budget_minutes - (time.monotonic() - self.started)
             self.horizon = min(self.horizon, step + int(rate * max(left, 0.0)))
             line += f"; about {self.horizon - step + run_steps} steps in this run's budget"
             if self.bar is not None:
-                self.bar.total = self.horizon * config.batch_size
+                self.bar.total = self.horizon * self.batch_size
                 self.bar.refresh()
         self.say(line)
-        if config.budget_minutes is None and self.context.device.type == "cpu":
+        if config.run.budget_minutes is None and self.context.device.type == "cpu":
             hours = (self.horizon - step) / rate / 3600
             if hours > LONG_CPU_HOURS:
                 self.say(
                     f"warning: at this rate the {self.horizon - step} steps left "
-                    f"({config.epochs} epochs of {config.samples_per_epoch} samples, "
-                    f"{config.variant}) take about {_duration(hours)} on this CPU. For a CPU "
-                    "run pass a budget, e.g. `budget_minutes` 30, and a small network, "
-                    "`variant` tiny (the CPU recipe at the top of docs/diffdeblur.md)"
+                    f"({config.optimisation.epochs} epochs of {config.data.samples_per_epoch} "
+                    f"samples, {config.restorer.variant}) take about {_duration(hours)} on this "
+                    "CPU. For a CPU run pass a budget, e.g. `budget_minutes` 30, and a small "
+                    "network, `variant` tiny (the CPU recipe at the top of docs/diffdeblur.md)"
                 )
         # A fine-tuning run (--init) starts from a trained model: a few steps are its point.
-        if config.init is None and self.horizon - step + run_steps < FEW_STEPS:
+        if config.restorer.init is None and self.horizon - step + run_steps < FEW_STEPS:
             self.say(
                 f"warning: this run will take only about {self.horizon - step + run_steps} "
                 f"steps; a model trained for fewer than {FEW_STEPS} steps is barely trained. "
@@ -767,7 +507,7 @@ class Trainer:
     def log(self, epoch: int, loss: torch.Tensor, parts: dict[str, float]) -> None:
         """Append the record of the step just taken to ``log.jsonl`` (every ``log_every``)."""
         config, context = self.config, self.context
-        log_now = self.step % config.log_every == 0 or self.step == self.total_steps
+        log_now = self.step % config.run.log_every == 0 or self.step == self.total_steps
         if log_now and context.world > 1:  # log the loss of the whole batch
             mean = loss.detach().clone()
             distributed.all_reduce(mean)
@@ -780,7 +520,7 @@ class Trainer:
             "epoch": epoch,
             "loss": self.last_loss,
             **parts,
-            "lr": _learning_rate(config, self.step - 1, self.horizon),
+            "lr": _learning_rate(config.optimisation, self.step - 1, self.horizon),
             "samples_per_s": self.window_samples / max(now - self.window_start, 1e-9),
             "elapsed_s": now - self.started,
         }
@@ -811,7 +551,7 @@ class Trainer:
             optimiser=self.optimiser.state_dict(),
             step=step_done,
             rng={"noise": noise_states, "torch": torch_states},
-            train=asdict(self.config),
+            train=self.config.options(),
             restorer=self.restorer.config.to_dict(),
             data_fingerprint=self.dataset.fingerprint,
         )
@@ -828,7 +568,10 @@ class Trainer:
         """This rank's batches of ``epoch`` from batch ``first_batch`` on."""
         config = self.config
         order = _epoch_indices(
-            config.seed, epoch, len(self.training), self.steps_per_epoch * config.batch_size
+            config.run.seed,
+            epoch,
+            len(self.training),
+            self.steps_per_epoch * self.batch_size,
         )
         mine = order.view(self.steps_per_epoch, self.context.world, self.per_rank)
         mine = mine[first_batch:, self.context.rank]
@@ -837,7 +580,7 @@ class Trainer:
             self.training,
             batch_size=self.per_rank,
             sampler=mine.flatten().tolist(),
-            num_workers=config.workers,
+            num_workers=config.run.workers,
             # A private generator: the loader's seed draw must not move the global generator,
             # or dropout would depend on where a run was resumed.
             generator=torch.Generator(),
@@ -856,7 +599,7 @@ class Trainer:
         sharp = batch["sharp"].to(device)
         kernel = batch["kernel"].to(device) if "kernel" in batch else None
         for group in self.optimiser.param_groups:
-            group["lr"] = _learning_rate(config, self.step, self.horizon)
+            group["lr"] = _learning_rate(config.optimisation, self.step, self.horizon)
         with autocast(self.precision, device):
             loss, parts = self.model(blurred, sharp, self.noise, self.loss, kernel)
         finite = torch.isfinite(loss.detach()).float()
@@ -874,12 +617,12 @@ class Trainer:
             )
         self.optimiser.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if config.grad_clip > 0:
+        if config.optimisation.grad_clip > 0:
             self.scaler.unscale_(self.optimiser)
-            nn.utils.clip_grad_norm_(self.restorer.parameters(), config.grad_clip)
+            nn.utils.clip_grad_norm_(self.restorer.parameters(), config.optimisation.grad_clip)
         self.scaler.step(self.optimiser)
         self.scaler.update()
-        decay = min(config.ema_decay, (1 + self.step) / (10 + self.step))
+        decay = min(config.optimisation.ema_decay, (1 + self.step) / (10 + self.step))
         _update_ema(self.ema, self.restorer, decay)
         if isinstance(self.loss, PerceptualLoss):
             parts |= self.loss.terms
@@ -895,22 +638,22 @@ class Trainer:
             self.plan_started = time.monotonic()
         elif self.run_steps == 1 + PLAN_STEPS:
             self.plan_from_rate()
-        self.window_samples += config.batch_size
+        self.window_samples += self.batch_size
         self.log(epoch, loss, parts)
         if self.bar is not None:
-            self.bar.update(config.batch_size)
+            self.bar.update(self.batch_size)
             self.bar.set_postfix(step=self.step, loss=f"{self.last_loss:.4f}", refresh=False)
-        if self.step % config.checkpoint_every == 0:
+        if self.step % config.run.checkpoint_every == 0:
             self.save(self.step)
-        if self.context.writes and self.step % config.validate_every == 0:
+        if self.context.writes and self.step % config.run.validate_every == 0:
             self.validate()
 
     def stop_reason(self) -> str | None:
         """``"budget"`` or ``"max_steps"`` when this run must stop now (every rank alike)."""
         config = self.config
         over_budget = (
-            config.budget_minutes is not None
-            and time.monotonic() - self.started > 60 * config.budget_minutes
+            config.run.budget_minutes is not None
+            and time.monotonic() - self.started > 60 * config.run.budget_minutes
         )
         if self.context.world > 1:  # every rank must stop at the same step
             flag = torch.tensor([float(over_budget)])
@@ -918,7 +661,7 @@ class Trainer:
             over_budget = bool(flag.item())
         if over_budget:
             return "budget"
-        if config.max_steps is not None and self.run_steps >= config.max_steps:
+        if config.run.max_steps is not None and self.run_steps >= config.run.max_steps:
             return "max_steps"
         return None
 
@@ -951,8 +694,8 @@ class Trainer:
 @torch.no_grad()
 def _validate(ema: Restorer, grid: dict[str, torch.Tensor], config: TrainConfig, path: Path):
     device = next(ema.parameters()).device
-    generator = torch.Generator(device).manual_seed(config.seed)
-    steps = min(config.validation_steps, ema.diffusion.num_timesteps)
+    generator = torch.Generator(device).manual_seed(config.run.seed)
+    steps = min(config.run.validation_steps, ema.diffusion.num_timesteps)
     # Only a non-blind front end is given the kernel; a blind one estimates it, as in use.
     front = ema.config.deconvolution
     kernel = grid["kernel"].to(device) if front is not None and front.kernel == "true" else None
