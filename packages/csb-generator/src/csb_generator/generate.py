@@ -171,6 +171,13 @@ def _check_output(out: Path, fingerprint: str, overwrite: bool) -> None:
         raise OutputError(f"`out` {out} is a file, not a folder")
     if not out.exists():
         return
+    # The entries first, the record second: a part of the same dataset running beside this one
+    # (--shard-index) writes its plan before anything else, so whatever entry is seen here
+    # comes with a plan that is then found. Read the other way round, the plan could appear
+    # between the two looks and read as files of unknown origin.
+    ours = dataset_entries(out)
+    if not ours:
+        return
     recorded = None
     for name in (MANIFEST_NAME, PLAN_NAME):
         path = out / name
@@ -180,8 +187,7 @@ def _check_output(out: Path, fingerprint: str, overwrite: bool) -> None:
             except (OSError, ValueError):
                 recorded = "unreadable"
             break
-    ours = dataset_entries(out)
-    if recorded == fingerprint or not ours:
+    if recorded == fingerprint:
         return
     if overwrite:
         _remove(ours)
